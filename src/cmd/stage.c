@@ -1,0 +1,607 @@
+/*
+ * stage.c - the shared main loop of the NDJSON stages (see stage.h).
+ *
+ * The hot path per line is: memchr (reader), one validating scan that also extracts
+ * the requested fields (jscan), the callback, and a memcpy into the output buffer for
+ * events passed through. Nothing here builds a jansson DOM per event.
+ */
+#include "stage.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "jwrite.h"
+#include "reader.h"
+
+static volatile sig_atomic_t got_stop;   /* SIGINT or SIGTERM: number of the signal */
+static volatile sig_atomic_t got_reload; /* SIGHUP */
+
+struct stage {
+    const struct cli_common *c;
+    const struct stage_ops *ops;
+    struct tlm_reader *in;
+    struct tlm_writer *out;
+    struct tlm_writer *rej;          /* --reject, or NULL for stderr */
+    struct tlm_jscan *scan;
+    struct tlm_path *paths;          /* time field (if needed) + ops->paths */
+    size_t npaths;
+    struct tlm_jval *vals;
+    struct tlm_path time_path;
+    struct tlm_wm wm;
+    tlm_time_t wm_emitted;           /* last watermark written downstream */
+    enum tlm_time_unit unit_seen;    /* unit of the first numeric time */
+    struct tlm_error lerr;           /* reason of the current line's rejection */
+    int restored;
+
+    /* counters of this run */
+    long long lines, blank, events, rejected, late, wm_in, wm_out, checkpoints;
+
+    /* wall clock */
+    double t_start, t_last_event, t_last_checkpoint, t_last_progress;
+    long long progress_events;
+};
+
+static void on_stop(int sig)
+{
+    got_stop = sig;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    got_reload = 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- helpers for the commands ----------------------------------------------------- */
+
+struct tlm_writer *stage_out(struct stage *st)
+{
+    return st->out;
+}
+
+int stage_end_row(struct stage *st, struct tlm_error *err)
+{
+    return tlm_writer_end_line(st->out, err);
+}
+
+int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error *err)
+{
+    return tlm_writer_line(st->out, ev->line, ev->len, err);
+}
+
+tlm_time_t stage_watermark(const struct stage *st)
+{
+    return st->wm.wm;
+}
+
+enum tlm_time_unit stage_time_unit(const struct stage *st)
+{
+    if (st->c->time_unit != TLM_UNIT_AUTO)
+        return st->c->time_unit;
+    return st->unit_seen != TLM_UNIT_AUTO ? st->unit_seen : TLM_UNIT_MS;
+}
+
+int stage_reject(struct stage *st, const char *fmt, ...)
+{
+    va_list ap;
+    st->lerr.code = TLM_EPARSE;
+    st->lerr.column = 0;
+    va_start(ap, fmt);
+    vsnprintf(st->lerr.text, sizeof(st->lerr.text), fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* Writes a rejected line to --reject (NDJSON) or stderr. Returns 0 or a fatal code. */
+static int reject_line(struct stage *st, const char *line, size_t len, struct tlm_error *err)
+{
+    const char *src = tlm_reader_source(st->in);
+    st->rejected++;
+    if (st->c->strict) {
+        *err = st->lerr;
+        tlm_error_at(err, src, tlm_reader_line(st->in), st->lerr.column,
+                     tlm_reader_offset(st->in));
+        return TLM_EPARSE;
+    }
+    if (!st->rej) {
+        char where[64];
+        if (st->lerr.column > 0)
+            snprintf(where, sizeof(where), "%lld:%ld", tlm_reader_line(st->in), st->lerr.column);
+        else
+            snprintf(where, sizeof(where), "%lld", tlm_reader_line(st->in));
+        fflush(stdout);
+        fprintf(stderr, "%s: %s:%s: %s\n", cli_progname(), src, where, st->lerr.text);
+        return 0;
+    }
+    struct tlm_buf *b = &st->rej->buf;
+    int rc = tlm_buf_puts(b, "{\"source\":");
+    rc |= tlm_json_put_string(b, src, strlen(src));
+    rc |= tlm_buf_printf(b, ",\"line\":%lld,\"offset\":%lld", tlm_reader_line(st->in),
+                         tlm_reader_offset(st->in));
+    if (st->lerr.column > 0)
+        rc |= tlm_buf_printf(b, ",\"column\":%ld", st->lerr.column);
+    rc |= tlm_buf_puts(b, ",\"reason\":");
+    rc |= tlm_json_put_string(b, st->lerr.text, strlen(st->lerr.text));
+    rc |= tlm_buf_puts(b, ",\"raw\":");
+    if (tlm_json_put_string(b, line, len) != 0) {
+        /* not UTF-8: keep the bytes recoverable as latin-1 code points */
+        rc |= tlm_buf_putc(b, '"');
+        for (size_t i = 0; i < len; i++) {
+            unsigned char ch = (unsigned char)line[i];
+            if (ch < 0x20 || ch == '"' || ch == '\\' || ch >= 0x7f)
+                rc |= tlm_buf_printf(b, "\\u%04x", ch);
+            else
+                rc |= tlm_buf_putc(b, (char)ch);
+        }
+        rc |= tlm_buf_putc(b, '"');
+        rc |= tlm_buf_puts(b, ",\"raw_encoding\":\"latin1\"");
+    }
+    rc |= tlm_buf_puts(b, "}");
+    if (rc)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    return tlm_writer_end_line(st->rej, err);
+}
+
+static int put_watermark(struct stage *st, struct tlm_error *err)
+{
+    if (st->c->no_watermarks || st->wm.wm == TLM_TIME_MIN || st->wm.wm == st->wm_emitted)
+        return 0;
+    struct tlm_buf *b = &st->out->buf;
+    if (tlm_buf_printf(b, "{\"__watermark\":%lld}", tlm_time_to_unit(st->wm.wm, TLM_UNIT_MS)))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    st->wm_emitted = st->wm.wm;
+    st->wm_out++;
+    if (tlm_buf_putc(b, '\n'))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    return tlm_writer_end_line(st->out, err);
+}
+
+/* The watermark moved: let the stage fire, then tell downstream when it moved enough. */
+static int advanced(struct stage *st, int force_emit, struct tlm_error *err)
+{
+    int rc = 0;
+    if (st->ops->on_watermark && (rc = st->ops->on_watermark(st->ops->ctx, st, st->wm.wm, err)))
+        return rc;
+    if (force_emit || st->wm_emitted == TLM_TIME_MIN ||
+        st->wm.wm - st->wm_emitted >= st->c->watermark_interval)
+        rc = put_watermark(st, err);
+    return rc;
+}
+
+/* ---- time field ------------------------------------------------------------------- */
+
+static int event_time(struct stage *st, const struct tlm_jval *v, tlm_time_t *ts)
+{
+    struct tlm_error e;
+    long long i;
+    double d;
+    tlm_error_clear(&e);
+    switch (v->type) {
+    case TLM_JINT:
+        if (tlm_jval_int64(v, &i) == 0) {
+            if (st->unit_seen == TLM_UNIT_AUTO)
+                st->unit_seen = tlm_time_unit_guess((double)i);
+            if (tlm_time_from_int(i, st->c->time_unit, ts, &e) == 0)
+                return 0;
+        }
+        break;
+    case TLM_JREAL:
+        if (tlm_jval_double(v, &d) == 0) {
+            if (st->unit_seen == TLM_UNIT_AUTO)
+                st->unit_seen = tlm_time_unit_guess(d);
+            if (tlm_time_from_double(d, st->c->time_unit, ts, &e) == 0)
+                return 0;
+        }
+        break;
+    case TLM_JSTRING: {
+        struct tlm_buf s = TLM_BUF_INIT;
+        int rc = tlm_jval_string(v, &s);
+        if (rc == 0)
+            rc = tlm_time_parse_rfc3339(s.data ? s.data : "", s.len, ts, &e);
+        tlm_buf_free(&s);
+        if (rc == 0)
+            return 0;
+        break;
+    }
+    case TLM_JNONE:
+        return stage_reject(st, "no time field '%s'", st->c->time_field);
+    default:
+        return stage_reject(st, "time field '%s' is not a number or an RFC 3339 string",
+                            st->c->time_field);
+    }
+    return stage_reject(st, "time field '%s': %s", st->c->time_field,
+                        e.text[0] ? e.text : "unusable value");
+}
+
+/* ---- snapshots -------------------------------------------------------------------- */
+
+static json_t *stats_json(struct stage *st)
+{
+    json_t *o = json_pack("{sIsIsIsIsIsIsI}", "lines", (json_int_t)st->lines, "blank",
+                          (json_int_t)st->blank, "events", (json_int_t)st->events, "rejected",
+                          (json_int_t)st->rejected, "late", (json_int_t)st->late,
+                          "watermarks_in", (json_int_t)st->wm_in, "watermarks_out",
+                          (json_int_t)st->wm_out);
+    if (o)
+        json_object_set_new(o, "rows_out", json_integer(st->out ? st->out->lines : 0));
+    if (o && st->ops->stats)
+        st->ops->stats(st->ops->ctx, o);
+    return o;
+}
+
+static int save_snapshot(struct stage *st, struct tlm_error *err)
+{
+    struct tlm_reader_pos pos;
+    char created[48];
+    struct timespec now;
+    json_t *h, *shape;
+    struct tlm_snap_writer *w;
+    int rc;
+
+    /* output first: a snapshot must never cover rows that were not yet written */
+    if ((rc = tlm_writer_sync(st->out, err)) || (st->rej && (rc = tlm_writer_sync(st->rej, err))))
+        return rc;
+    tlm_reader_pos(st->in, &pos);
+    clock_gettime(CLOCK_REALTIME, &now);
+    tlm_time_format_rfc3339((tlm_time_t)now.tv_sec * TLM_NS_PER_S, created, sizeof(created));
+    shape = st->ops->shape ? st->ops->shape(st->ops->ctx) : json_object();
+    h = json_pack("{sssssssos{sisssIsIsIsI}s{sIsIsI}sssO}", "command", st->ops->name,
+                  "telem_version", PACKAGE_VERSION, "created", created, "options", shape,
+                  "input", "index", pos.input, "name", pos.name, "offset", (json_int_t)pos.offset,
+                  "line", (json_int_t)pos.line, "prefix_len", (json_int_t)pos.prefix_len,
+                  "prefix_hash", (json_int_t)pos.prefix_hash,
+                  "time", "max_ns", (json_int_t)st->wm.max_ts, "watermark_ns",
+                  (json_int_t)st->wm.wm, "emitted_ns", (json_int_t)st->wm_emitted,
+                  "time_unit", tlm_time_unit_name(st->unit_seen),
+                  "stats", json_object());
+    if (!h)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    json_t *s = stats_json(st);
+    if (s)
+        json_object_set_new(h, "stats", s);
+    w = tlm_snap_create(st->c->state, h, err);
+    json_decref(h);
+    if (!w)
+        return err ? err->code : TLM_EIO;
+    if (st->ops->save && (rc = st->ops->save(st->ops->ctx, w, err))) {
+        tlm_snap_abort(w);
+        return rc;
+    }
+    if ((rc = tlm_snap_commit(w, err)))
+        return rc;
+    st->checkpoints++;
+    return 0;
+}
+
+static int restore_snapshot(struct stage *st, struct tlm_error *err)
+{
+    json_t *h = NULL, *rec, *shape, *in, *tm;
+    struct tlm_snap_reader *r = tlm_snap_open(st->c->state, &h, err);
+    struct tlm_reader_pos pos;
+    int rc;
+    if (!r)
+        return err->code == TLM_ENOTFOUND ? 0 : err->code;
+    shape = st->ops->shape ? st->ops->shape(st->ops->ctx) : json_object();
+    const char *cmd = json_string_value(json_object_get(h, "command"));
+    if (!cmd || strcmp(cmd, st->ops->name) != 0) {
+        rc = tlm_error_set(err, TLM_ESTATE, "snapshot was written by 'telem %s', not 'telem %s'",
+                           cmd ? cmd : "?", st->ops->name);
+        goto out;
+    }
+    if ((rc = tlm_snap_check_options(h, shape, err))) {
+        tlm_error_at(err, st->c->state, 0, 0, -1);
+        goto out;
+    }
+    in = json_object_get(h, "input");
+    tm = json_object_get(h, "time");
+    memset(&pos, 0, sizeof(pos));
+    if (json_unpack(in, "{sisssIsIsIsI}", "index", &pos.input, "name", &cmd, "offset",
+                    &pos.offset, "line", &pos.line, "prefix_len", &pos.prefix_len,
+                    "prefix_hash", &pos.prefix_hash) ||
+        json_unpack(tm, "{sIsIsI}", "max_ns", &st->wm.max_ts, "watermark_ns", &st->wm.wm,
+                    "emitted_ns", &st->wm_emitted)) {
+        rc = tlm_error_set(err, TLM_ESTATE, "snapshot header lacks its input position or time");
+        tlm_error_at(err, st->c->state, 1, 0, -1);
+        goto out;
+    }
+    snprintf(pos.name, sizeof(pos.name), "%s", cmd);
+    tlm_time_unit_parse(json_string_value(json_object_get(h, "time_unit")) ?: "auto",
+                        &st->unit_seen, NULL);
+    while ((rc = tlm_snap_next(r, &rec, err)) == 1) {
+        rc = st->ops->load ? st->ops->load(st->ops->ctx, rec, err)
+                           : tlm_error_set(err, TLM_ESTATE, "unexpected state record");
+        json_decref(rec);
+        if (rc) {
+            tlm_error_at(err, st->c->state, 0, 0, -1);
+            goto out;
+        }
+    }
+    if (rc == 0) {
+        tlm_reader_resume(st->in, &pos);
+        st->restored = 1;
+    }
+out:
+    json_decref(shape);
+    json_decref(h);
+    tlm_snap_close(r);
+    return rc;
+}
+
+/* ---- progress and stats ----------------------------------------------------------- */
+
+static void show_progress(struct stage *st, double now, int final)
+{
+    char wm[48] = "-";
+    double p = tlm_reader_progress(st->in);
+    double rate = (double)(st->events - st->progress_events) / (now - st->t_last_progress);
+    if (st->wm.wm != TLM_TIME_MIN)
+        tlm_time_format_rfc3339(st->wm.wm, wm, sizeof(wm));
+    fprintf(stderr, "\r\033[K%s: %lld events, %.0f/s, watermark %s", cli_progname(), st->events,
+            rate, wm);
+    if (p >= 0)
+        fprintf(stderr, ", %.1f%% read", p * 100);
+    if (final)
+        fputc('\n', stderr);
+    st->t_last_progress = now;
+    st->progress_events = st->events;
+}
+
+static void print_stats(struct stage *st)
+{
+    json_t *o = stats_json(st);
+    char *s;
+    if (!o)
+        return;
+    json_object_set_new(o, "checkpoints", json_integer(st->checkpoints));
+    json_object_set_new(o, "seconds", json_real((double)(long long)((now_s() - st->t_start) * 1000) / 1000));
+    s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (s) {
+        fflush(stdout);
+        fprintf(stderr, "%s: stats %s\n", cli_progname(), s);
+        free(s);
+    }
+    json_decref(o);
+}
+
+/* ---- the loop --------------------------------------------------------------------- */
+
+static int flush_out(void *arg)
+{
+    struct stage *st = arg;
+    struct tlm_error e;
+    int rc;
+    tlm_error_clear(&e);
+    if (st->rej && (rc = tlm_writer_flush(st->rej, &e)))
+        return rc;
+    return tlm_writer_flush(st->out, &e);
+}
+
+static int setup_paths(struct stage *st, struct tlm_error *err)
+{
+    size_t n = st->ops->npaths + (st->ops->needs_time ? 1 : 0), k = 0;
+    st->paths = calloc(n ? n : 1, sizeof(*st->paths));
+    st->vals = calloc(n ? n : 1, sizeof(*st->vals));
+    if (!st->paths || !st->vals)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    if (st->ops->needs_time) {
+        const char *f = st->c->time_field;
+        char *copy, *save = NULL;
+        if (strncmp(f, "$.", 2) == 0)
+            f += 2;
+        copy = strdup(f);
+        st->time_path.seg = calloc(strlen(f) + 1, sizeof(char *));
+        if (!copy || !st->time_path.seg)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        for (char *tok = strtok_r(copy, ".", &save); tok; tok = strtok_r(NULL, ".", &save))
+            st->time_path.seg[st->time_path.nseg++] = tok;
+        if (st->time_path.nseg == 0)
+            return tlm_error_set(err, TLM_EINVAL, "--time-field: empty field name");
+        st->paths[k++] = st->time_path;
+    }
+    for (size_t i = 0; i < st->ops->npaths; i++)
+        st->paths[k++] = st->ops->paths[i];
+    st->npaths = n;
+    st->scan = tlm_jscan_create(st->paths, n);
+    if (!st->scan)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    return 0;
+}
+
+static int one_line(struct stage *st, const char *line, size_t len, struct tlm_error *err)
+{
+    struct stage_event ev;
+    long long ms;
+    int rc;
+    st->lines++;
+    if (len == 0 || (line[0] <= ' ' && strspn(line, " \t\r") == len)) {
+        st->blank++;
+        return 0;
+    }
+    if (tlm_json_is_watermark(line, len, &ms)) {
+        tlm_time_t t;
+        st->wm_in++;
+        if (tlm_time_from_int(ms, TLM_UNIT_MS, &t, NULL) == 0 && tlm_wm_raise(&st->wm, t))
+            return advanced(st, 0, err);
+        return 0;
+    }
+    tlm_error_clear(&st->lerr);
+    if (tlm_jscan_run(st->scan, line, len, st->vals, &st->lerr) != 0)
+        return reject_line(st, line, len, err);
+    ev.line = line;
+    ev.len = len;
+    ev.vals = st->vals + (st->ops->needs_time ? 1 : 0);
+    ev.ts = 0;
+    ev.late = 0;
+    if (st->ops->needs_time) {
+        if (event_time(st, &st->vals[0], &ev.ts))
+            return reject_line(st, line, len, err);
+        ev.late = tlm_wm_is_late(&st->wm, ev.ts);
+        st->late += ev.late;
+    }
+    rc = st->ops->on_event(st->ops->ctx, st, &ev, err);
+    if (rc == 1)
+        return reject_line(st, line, len, err);
+    if (rc < 0)
+        return rc;
+    st->events++;
+    if (st->ops->needs_time && tlm_wm_observe(&st->wm, ev.ts))
+        return advanced(st, 0, err);
+    return 0;
+}
+
+int stage_run(const struct cli_common *c, const struct stage_ops *ops)
+{
+    struct stage st;
+    struct tlm_error err;
+    struct sigaction sa;
+    int rc = 0, status = 0, live;
+    const char *line;
+    size_t len;
+    unsigned tick = 0;
+    int show = c->progress && isatty(2);
+
+    memset(&st, 0, sizeof(st));
+    tlm_error_clear(&err);
+    st.c = c;
+    st.ops = ops;
+    st.unit_seen = TLM_UNIT_AUTO;
+    st.wm_emitted = TLM_TIME_MIN;
+    tlm_wm_init(&st.wm, c->max_out_of_order);
+    st.t_start = st.t_last_event = st.t_last_checkpoint = st.t_last_progress = now_s();
+
+    signal(SIGPIPE, SIG_IGN);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop; /* no SA_RESTART: a blocked read returns to the loop */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+
+    if ((rc = setup_paths(&st, &err)))
+        goto fail;
+    st.in = tlm_reader_create(c->inputs, c->ninputs);
+    if (!st.in) {
+        rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (c->state && (rc = restore_snapshot(&st, &err)))
+        goto fail;
+    /* after a restore the earlier output is kept: the run continues it */
+    if ((rc = tlm_writer_open(c->output, st.restored, &st.out, &err)))
+        goto fail;
+    if (c->reject && (rc = tlm_writer_open(c->reject, st.restored, &st.rej, &err)))
+        goto fail;
+    tlm_reader_on_block(st.in, flush_out, &st);
+
+    for (;;) {
+        int timeout = -1;
+        live = tlm_reader_is_live(st.in);
+        if (live && (c->idle_timeout || c->checkpoint_interval || show))
+            timeout = 250;
+        rc = tlm_reader_next(st.in, &line, &len, timeout, &err);
+        if (got_stop)
+            break;
+        if (got_reload) {
+            got_reload = 0;
+            if (ops->on_reload && (rc = ops->on_reload(ops->ctx, &st, &err)))
+                goto fail;
+        }
+        if (rc == 1) {
+            if ((rc = one_line(&st, line, len, &err)))
+                goto fail;
+            if (c->idle_timeout && live)
+                st.t_last_event = now_s();
+            if ((++tick & 1023) != 0)
+                continue;
+        } else if (rc == 0) {
+            break;
+        } else if (rc == TLM_EAGAIN) {
+            double idle;
+            if ((rc = flush_out(&st)))
+                goto fail_code;
+            idle = now_s() - st.t_last_event;
+            if (c->idle_timeout && live && idle * 1e9 >= (double)c->idle_timeout &&
+                tlm_wm_idle(&st.wm, (int64_t)(idle * 1e9)) && (rc = advanced(&st, 1, &err)))
+                goto fail;
+            if ((rc = flush_out(&st)))
+                goto fail_code;
+        } else {
+            goto fail;
+        }
+        if (c->checkpoint_interval || show) {
+            double now = now_s();
+            if (c->state && c->checkpoint_interval &&
+                (now - st.t_last_checkpoint) * 1e9 >= (double)c->checkpoint_interval) {
+                if ((rc = save_snapshot(&st, &err)))
+                    goto fail;
+                st.t_last_checkpoint = now;
+            }
+            if (show && now - st.t_last_progress >= 1.0)
+                show_progress(&st, now, 0);
+        }
+    }
+
+    if (c->state) {
+        if ((rc = save_snapshot(&st, &err)))
+            goto fail;
+    } else if (!got_stop && ops->on_end && (rc = ops->on_end(ops->ctx, &st, &err))) {
+        goto fail;
+    }
+    if (show)
+        show_progress(&st, now_s(), 1);
+    if (c->stats)
+        print_stats(&st);
+    {
+        int rc1 = tlm_writer_close(st.rej, &err);
+        int rc2 = tlm_writer_close(st.out, rc1 ? NULL : &err);
+        st.out = st.rej = NULL;
+        if (rc1 || rc2) {
+            rc = rc1 ? rc1 : rc2;
+            goto fail;
+        }
+    }
+    status = got_stop && !c->state ? 128 + got_stop : 0;
+    goto done;
+
+fail_code:
+    if (!err.text[0])
+        tlm_error_set(&err, rc, "%s", tlm_code_name(rc));
+fail:
+    if (rc == TLM_EPIPE || err.code == TLM_EPIPE) {
+        status = 0; /* the reader went away: a quiet end, like `yes | head` */
+    } else {
+        if (err.code == 0)
+            err.code = rc;
+        fflush(stdout);
+        cli_report(&err);
+        status = EXIT_DATA;
+        if (st.out)
+            tlm_writer_flush(st.out, NULL);
+        if (c->stats)
+            print_stats(&st);
+    }
+    tlm_writer_close(st.rej, NULL);
+    tlm_writer_close(st.out, NULL);
+done:
+    tlm_reader_destroy(st.in);
+    tlm_jscan_destroy(st.scan);
+    free(st.time_path.seg ? st.time_path.seg[0] : NULL);
+    free(st.time_path.seg);
+    free(st.paths);
+    free(st.vals);
+    return status;
+}

@@ -1,0 +1,85 @@
+/*
+ * stage.h - the loop every NDJSON stage runs: read, validate, time, watermarks,
+ * reject, checkpoint, signals, stats. A subcommand supplies callbacks (struct
+ * stage_ops) and gets one call per event with the fields it asked for already
+ * extracted from the raw line, and the line itself to pass through unchanged.
+ *
+ * What the loop does, in order, for each input line:
+ *   - a blank line is skipped (counted);
+ *   - a watermark record {"__watermark": ms} raises the stage's watermark, is passed to
+ *     on_watermark and forwarded downstream (not handed to on_event);
+ *   - any other line is validated and scanned in one pass; the time field is converted;
+ *     a line that is not a JSON object, or lacks a usable time when the stage needs one,
+ *     is rejected (--reject file or stderr; --strict makes it fatal);
+ *   - on_event gets the event, then the watermark advances (late = at or below the
+ *     watermark before this event) and on_watermark is called when it moved.
+ * Between lines it snapshots on --checkpoint-interval, reloads on SIGHUP, and on a
+ * live input idle for --idle-timeout advances time by the wall clock. At the end of
+ * input it calls on_end (time has ended) or, with --state, writes a snapshot instead;
+ * SIGINT and SIGTERM snapshot (with --state) and stop.
+ */
+#ifndef TELEM_STAGE_H
+#define TELEM_STAGE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "cli.h"
+#include "jscan.h"
+#include "path.h"
+#include "snapshot.h"
+#include "time.h"
+#include "writer.h"
+
+struct stage;
+
+struct stage_event {
+    const char *line;              /* the raw line, borrowed for the call */
+    size_t len;
+    const struct tlm_jval *vals;   /* vals[i] for ops->paths[i] */
+    tlm_time_t ts;                 /* event time (when the stage needs time) */
+    int late;                      /* at or below the watermark before this event */
+};
+
+struct stage_ops {
+    const char *name;              /* command name, recorded in snapshots */
+    const struct tlm_path *paths;  /* fields on_event reads, besides the time field */
+    size_t npaths;
+    int needs_time;                /* extract and require --time-field */
+    void *ctx;                     /* handed back to every callback */
+
+    /* One event. Return 0; or 1 after stage_reject() to count it as rejected; or a
+     * negative code with err filled to stop with an error. */
+    int (*on_event)(void *ctx, struct stage *st, const struct stage_event *ev,
+                    struct tlm_error *err);
+    /* The watermark moved to wm (fire what it closes). May be NULL. */
+    int (*on_watermark)(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err);
+    /* End of input without --state: time has ended. May be NULL. */
+    int (*on_end)(void *ctx, struct stage *st, struct tlm_error *err);
+    /* SIGHUP. May be NULL. */
+    int (*on_reload)(void *ctx, struct stage *st, struct tlm_error *err);
+    /* The options that shape the state (new reference, caller owns); NULL = none. */
+    json_t *(*shape)(void *ctx);
+    /* Write state records / read one back. May be NULL for stateless stages. */
+    int (*save)(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err);
+    int (*load)(void *ctx, json_t *rec, struct tlm_error *err);
+    /* Extra counters for --stats and `telem inspect`: add fields to obj. May be NULL. */
+    void (*stats)(void *ctx, json_t *obj);
+};
+
+/* Runs the stage over common's inputs to common's output. Returns the exit status. */
+int stage_run(const struct cli_common *common, const struct stage_ops *ops);
+
+/* The output writer (append rows to st's writer, then stage_end_row). */
+struct tlm_writer *stage_out(struct stage *st);
+int stage_end_row(struct stage *st, struct tlm_error *err);
+/* Writes the current line unchanged to the output. */
+int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error *err);
+/* Rejects the current line with a reason (printf-style). Returns 1 (on_event's "rejected"). */
+int stage_reject(struct stage *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The current watermark (TLM_TIME_MIN before any). */
+tlm_time_t stage_watermark(const struct stage *st);
+/* The time unit the input used for the time field (for printing times back in it). */
+enum tlm_time_unit stage_time_unit(const struct stage *st);
+
+#endif
