@@ -218,8 +218,10 @@ static void print_opt(const struct cli_opt *o)
 
 void cli_print_help(const struct cli_cmd *cmd)
 {
+    /* a line starting with a blank continues the one before; others are alternatives */
     for (size_t i = 0; cmd->usage[i]; i++)
-        printf("%s %s\n", i == 0 ? "usage:" : "   or:", cmd->usage[i]);
+        printf("%s %s\n", i == 0 ? "usage:" : cmd->usage[i][0] == ' ' ? "      " : "   or:",
+               cmd->usage[i]);
     printf("\n%s.\n", cmd->summary);
     for (const struct cli_group *g = cmd->groups; g->opts; g++) {
         printf("\n%s:\n", g->title);
@@ -262,7 +264,10 @@ static int common_option(struct cli_common *c, const struct cli_opt *o, const ch
     switch (o->key) {
     case 'i': add_input(c, arg); return 1;
     case 'o': c->output = arg; return 1;
-    case CLI_KEY_TIME_FIELD: c->time_field = arg; return 1;
+    case CLI_KEY_TIME_FIELD:
+        c->time_field = arg;
+        c->time_field_set = 1;
+        return 1;
     case CLI_KEY_TIME_UNIT:
         if (tlm_time_unit_parse(arg, &c->time_unit, &err))
             cli_usage_error("--time-unit: %s", err.text);
@@ -331,6 +336,12 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, struct cli_commo
             const char *bad = argv[optind - 1];
             if (c == ':')
                 cli_usage_error("option '%s' needs a value", bad);
+            if (strncmp(bad, "--", 2) == 0 && optopt != 0 && strchr(bad, '=')) {
+                char word[64];
+                snprintf(word, sizeof(word), "%s", bad);
+                word[strcspn(word, "=")] = '\0';
+                cli_usage_error("option '%s' takes no value", word);
+            }
             if (strncmp(bad, "--", 2) == 0) {
                 const char *names[128];
                 char word[64];

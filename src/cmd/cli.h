@@ -46,6 +46,7 @@ struct cli_common {
     size_t ninputs;
     const char *output;           /* -o, NULL = stdout */
     const char *time_field;       /* --time-field, default "timestamp" */
+    int time_field_set;           /* --time-field was given */
     enum tlm_time_unit time_unit; /* --time-unit, default auto */
     int64_t max_out_of_order;     /* --max-out-of-order, ns */
     int64_t idle_timeout;         /* --idle-timeout, ns, 0 = never */

@@ -123,10 +123,7 @@ int cmd_gen(int argc, char **argv)
     }
     if (rc < 0 && !err.text[0])
         tlm_error_set(&err, rc, "out of memory");
-    if (rc < 0 || tlm_writer_close(w, rc < 0 ? NULL : &err)) {
-        if (err.code == TLM_EPIPE)
-            return 0;
-        cli_die(&err);
-    }
+    if (tlm_writer_close(w, rc < 0 ? NULL : &err) < 0 || rc < 0)
+        cli_die(&err); /* quietly 0 for a closed pipe */
     return 0;
 }

@@ -2,7 +2,9 @@
  * ingest.c - `telem ingest`: the first stage of a pipeline. Reads records and writes
  * one validated NDJSON event per line. Drives the stage loop (stage.c) with the JSON
  * scanner: a valid event passes through as its original bytes; a line that is not a
- * JSON object is rejected with its line number and reason.
+ * JSON object is rejected with its line number and reason. With --time-field, every
+ * event must carry a usable time, and ingest writes watermark records for the stages
+ * after it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +15,7 @@
 #include "stage.h"
 
 static const char *const usage[] = {
-    "telem ingest [-f ndjson] [-i <file>]... [-o <file>] [--reject <file>] [--strict]",
-    "             [--stats] [--progress] [<file>...]",
+    "telem ingest [-f ndjson] [<options>] [-i <file>]... [<file>...]",
     NULL,
 };
 
@@ -26,6 +27,8 @@ static const struct cli_opt ingest_opts[] = {
 static const struct cli_group groups[] = {
     { "Format", ingest_opts },
     { "Input and output", cli_opts_io },
+    { "Event time (used when --time-field is given)", cli_opts_time },
+    { "State", cli_opts_state },
     { "Bad input", cli_opts_errors },
     { "Reporting", cli_opts_report },
     { "Help", cli_opts_help },
@@ -68,6 +71,8 @@ int cmd_ingest(int argc, char **argv)
     ops.name = "ingest";
     ops.ctx = &g;
     ops.on_event = on_event;
+    /* with --time-field, events must carry a usable time and ingest emits watermarks */
+    ops.needs_time = common.time_field_set;
     int status = stage_run(&common, &ops);
     free(common.inputs);
     cli_exit(status);

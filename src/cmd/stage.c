@@ -150,7 +150,7 @@ static int reject_line(struct stage *st, const char *line, size_t len, struct tl
         rc |= tlm_buf_putc(b, '"');
         rc |= tlm_buf_puts(b, ",\"raw_encoding\":\"latin1\"");
     }
-    rc |= tlm_buf_puts(b, "}");
+    rc |= tlm_buf_puts(b, "}\n");
     if (rc)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     return tlm_writer_end_line(st->rej, err);
@@ -243,6 +243,21 @@ static json_t *stats_json(struct stage *st)
     return o;
 }
 
+/* The options that shape the state: the stage's own, plus event-time settings when
+ * the stage reads time (a changed unit or delay would change what a snapshot means). */
+static json_t *stage_shape(struct stage *st)
+{
+    json_t *o = st->ops->shape ? st->ops->shape(st->ops->ctx) : json_object();
+    if (o && st->ops->needs_time) {
+        char d[48];
+        json_object_set_new(o, "time_field", json_string(st->c->time_field));
+        json_object_set_new(o, "time_unit", json_string(tlm_time_unit_name(st->c->time_unit)));
+        json_object_set_new(o, "max_out_of_order",
+                            json_string(tlm_duration_format(st->c->max_out_of_order, d, sizeof(d))));
+    }
+    return o;
+}
+
 static int save_snapshot(struct stage *st, struct tlm_error *err)
 {
     struct tlm_reader_pos pos;
@@ -258,16 +273,15 @@ static int save_snapshot(struct stage *st, struct tlm_error *err)
     tlm_reader_pos(st->in, &pos);
     clock_gettime(CLOCK_REALTIME, &now);
     tlm_time_format_rfc3339((tlm_time_t)now.tv_sec * TLM_NS_PER_S, created, sizeof(created));
-    shape = st->ops->shape ? st->ops->shape(st->ops->ctx) : json_object();
-    h = json_pack("{sssssssos{sisssIsIsIsI}s{sIsIsI}sssO}", "command", st->ops->name,
+    shape = stage_shape(st);
+    h = json_pack("{sssssssos{sisssIsIsIsI}s{sIsIsI}ss}", "command", st->ops->name,
                   "telem_version", PACKAGE_VERSION, "created", created, "options", shape,
                   "input", "index", pos.input, "name", pos.name, "offset", (json_int_t)pos.offset,
                   "line", (json_int_t)pos.line, "prefix_len", (json_int_t)pos.prefix_len,
                   "prefix_hash", (json_int_t)pos.prefix_hash,
                   "time", "max_ns", (json_int_t)st->wm.max_ts, "watermark_ns",
                   (json_int_t)st->wm.wm, "emitted_ns", (json_int_t)st->wm_emitted,
-                  "time_unit", tlm_time_unit_name(st->unit_seen),
-                  "stats", json_object());
+                  "time_unit", tlm_time_unit_name(st->unit_seen));
     if (!h)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     json_t *s = stats_json(st);
@@ -295,7 +309,7 @@ static int restore_snapshot(struct stage *st, struct tlm_error *err)
     int rc;
     if (!r)
         return err->code == TLM_ENOTFOUND ? 0 : err->code;
-    shape = st->ops->shape ? st->ops->shape(st->ops->ctx) : json_object();
+    shape = stage_shape(st);
     const char *cmd = json_string_value(json_object_get(h, "command"));
     if (!cmd || strcmp(cmd, st->ops->name) != 0) {
         rc = tlm_error_set(err, TLM_ESTATE, "snapshot was written by 'telem %s', not 'telem %s'",
@@ -512,24 +526,33 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         live = tlm_reader_is_live(st.in);
         if (live && (c->idle_timeout || c->checkpoint_interval || show))
             timeout = 250;
+        int handled = 0, eof = 0;
         rc = tlm_reader_next(st.in, &line, &len, timeout, &err);
-        if (got_stop)
+        /* a line the reader returned is consumed: handle it before looking at a stop
+         * request, or the snapshot position would skip it */
+        if (rc == 1) {
+            if ((rc = one_line(&st, line, len, &err)))
+                goto fail;
+            handled = 1;
+        } else if (rc == 0) {
+            eof = 1;
+        } else if (rc != TLM_EAGAIN) {
+            goto fail;
+        }
+        if (got_stop || eof)
             break;
         if (got_reload) {
             got_reload = 0;
             if (ops->on_reload && (rc = ops->on_reload(ops->ctx, &st, &err)))
                 goto fail;
         }
-        if (rc == 1) {
-            if ((rc = one_line(&st, line, len, &err)))
-                goto fail;
+        if (handled) {
             if (c->idle_timeout && live)
                 st.t_last_event = now_s();
             if ((++tick & 1023) != 0)
                 continue;
-        } else if (rc == 0) {
-            break;
-        } else if (rc == TLM_EAGAIN) {
+        } else {
+            /* nothing arrived within the timeout (or a signal interrupted the wait) */
             double idle;
             if ((rc = flush_out(&st)))
                 goto fail_code;
@@ -539,8 +562,6 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
                 goto fail;
             if ((rc = flush_out(&st)))
                 goto fail_code;
-        } else {
-            goto fail;
         }
         if (c->checkpoint_interval || show) {
             double now = now_s();

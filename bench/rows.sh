@@ -1,0 +1,22 @@
+# bench/rows.sh - the rows of bench/run.sh, one line each (sourced by bash).
+#
+#   row NAME [--check=MODE] [--note=TEXT] 'TELEM COMMAND' 'PEER COMMAND'...
+#
+# Every command runs as `sh -c COMMAND < data > /dev/null`: it reads the generated events on
+# stdin and writes to stdout. Single-quote the commands; these are expanded when they run:
+#   $TELEM      the telem binary under test          $DATA  the data file (also stdin)
+#   $GEN        telem gen's options for that data    $MLR_JSONL  mlr's JSON Lines output flag
+# --check=MODE, run once before the timed runs (a failing telem command makes run.sh exit 1;
+# a failing or missing peer is shown as n/a):
+#   same        telem's output is the input, byte for byte (cmp); peers write as many lines
+#   lines       every command writes as many lines as the input has events
+#   telemlines  every peer writes as many lines as the telem command does
+#   none        no check (default)
+# A peer whose program is not installed is shown as n/a.
+
+row ingest-ndjson --check=same \
+    '$TELEM ingest -f ndjson' 'cat' 'jq -c .' 'mlr --ijson $MLR_JSONL cat'
+
+row gen-pipe-ingest --check=same \
+    --note='both commands generate the events themselves (stdin unused); the difference is the cost of telem ingest at the end of a pipe, against cat there' \
+    '$TELEM gen $GEN | $TELEM ingest -f ndjson' '$TELEM gen $GEN | cat'
