@@ -20,3 +20,12 @@ row ingest-ndjson --check=same \
 row gen-pipe-ingest --check=same \
     --note='both commands generate the events themselves (stdin unused); the difference is the cost of telem ingest at the end of a pipe, against cat there' \
     '$TELEM gen $GEN | $TELEM ingest -f ndjson' '$TELEM gen $GEN | cat'
+
+row ingest-csv --check=lines \
+    --note='reads DATA_CSV (the same events as CSV with a header row); cat is the lower bound' \
+    '$TELEM ingest -f csv "$DATA_CSV"' 'tail -n +2 "$DATA_CSV"' 'mlr --icsv $MLR_JSONL cat "$DATA_CSV"'
+
+row ingest-tokens --check=lines \
+    --note='reads DATA_TOKENS (seed 000 tokens key-metric-value, one per line); jq splits each token as telem does (program in DATA_TOKENS_JQ: capture("^(?<key>.*)-(?<metric>[^-]*)-(?<value>[^-]*)$") | .value |= tonumber)' \
+    '$TELEM ingest -f tokens "$DATA_TOKENS"' 'cat "$DATA_TOKENS"' \
+    'jq -cR -f "$DATA_TOKENS_JQ" "$DATA_TOKENS"'

@@ -87,7 +87,7 @@ ROW_NAME=() ROW_CHECK=() ROW_NOTE=() ROW_CMDS=()
 US=$'\037'
 row() {
     [ $# -ge 2 ] || die "rows.sh: row needs a name and a telem command: row $*"
-    local name=$1 check=none note= cmds= c
+    local name=$1 check=none note='' cmds='' c
     shift
     while [ $# -gt 0 ]; do
         case $1 in
@@ -132,9 +132,11 @@ fi
 export TELEM GEN MLR_JSONL
 
 [ -r "$ROWS" ] || die "cannot read rows file $ROWS"
+# shellcheck source=bench/rows.sh
 . "$ROWS"
 
 # A command as shown in the report: variables replaced by what they stand for.
+# shellcheck disable=SC2016 # the single-quoted '$TELEM' etc. are meant literally
 show() {
     local s=$1
     s=${s//"$TELEM"/telem}
@@ -162,8 +164,8 @@ selected() {
     return 1
 }
 if [ -n "$ONLY" ]; then
-    IFS=, read -r -a want <<<"$ONLY"
-    for w in "${want[@]}"; do
+    IFS=, read -r -a wanted <<<"$ONLY"
+    for w in "${wanted[@]}"; do
         found=0
         for n in "${ROW_NAME[@]}"; do [ "$n" = "$w" ] && found=1; done
         [ $found = 1 ] || die "--only: no row named '$w' in bench/rows.sh (try --list)"
@@ -212,6 +214,7 @@ else
     say "data: generating $DATA with telem gen $GEN"
     partial=$DATA.tmp
     rm -f "$DATA.meta"
+    # shellcheck disable=SC2086 # $GEN is a list of options
     "$TELEM" gen $GEN >"$partial" || die "telem gen failed"
     mv "$partial" "$DATA"
     partial=
@@ -222,15 +225,33 @@ NLINES=$(wc -l <"$DATA" | tr -d ' ')
 NBYTES=$(wc -c <"$DATA" | tr -d ' ')
 [ "$NLINES" -gt 0 ] || die "no events in $DATA"
 
+# Inputs for the format rows, derived from the same events and cached beside DATA:
+# CSV with a header row, and seed 000 tokens (deviceId-cpu-cpuUsage, one per line).
+DATA_CSV=$DATA.csv
+DATA_TOKENS=$DATA.tokens
+if [ ! -s "$DATA_CSV" ] || [ "$DATA_CSV" -ot "$DATA" ]; then
+    { echo deviceId,timestamp,cpuUsage,memUsage,temperature,eventId
+      sed -E 's/^\{"deviceId":"([^"]*)","timestamp":([^,]*),"cpuUsage":([^,]*),"memUsage":([^,]*),"temperature":([^,]*),"eventId":([^}]*)\}$/\1,\2,\3,\4,\5,\6/' "$DATA"
+    } >"$DATA_CSV.tmp" && mv "$DATA_CSV.tmp" "$DATA_CSV"
+fi
+if [ ! -s "$DATA_TOKENS" ] || [ "$DATA_TOKENS" -ot "$DATA" ]; then
+    sed -E 's/^\{"deviceId":"([^"]*)","timestamp":[^,]*,"cpuUsage":([^,]*),.*$/\1-cpu-\2/' "$DATA" \
+        >"$DATA_TOKENS.tmp" && mv "$DATA_TOKENS.tmp" "$DATA_TOKENS"
+fi
+DATA_TOKENS_JQ=$DATA_DIR/tokens.jq
+printf '%s\n' 'capture("^(?<key>.*)-(?<metric>[^-]*)-(?<value>[^-]*)$") | .value |= tonumber' >"$DATA_TOKENS_JQ"
+export DATA_CSV DATA_TOKENS DATA_TOKENS_JQ
+
 # ---- measuring --------------------------------------------------------------------------
 # Every command runs as `sh -c CMD <DATA >/dev/null`, pinned as chosen, under GNU time.
-# run_once CMD SINK: sets T_US (wall microseconds), T_RSS (KiB or empty), T_RC.
+# run_once CMD SINK: sets T_US (wall microseconds), T_RSS (KiB or empty),
+# T_CPU (user+sys CPU microseconds of all its processes, or empty), T_RC.
 # SINK is "null" (timed runs) or a check: "cmp" (output == DATA) or "lines" (count lines).
 run_once() {
     local cmd=$1 sink=$2 t0 t1
     : >"$tmp/rss"; : >"$tmp/err"; : >"$tmp/check"
     local wrap=("${PIN[@]}")
-    [ -n "$TIMEBIN" ] && wrap+=("$TIMEBIN" -f %M -o "$tmp/rss")
+    [ -n "$TIMEBIN" ] && wrap+=("$TIMEBIN" -f '%M %U %S' -o "$tmp/rss")
     t0=$(now_us)
     case $sink in
         null)
@@ -248,8 +269,13 @@ run_once() {
     esac
     t1=$(now_us)
     T_US=$((t1 - t0))
-    T_RSS=
-    [ -n "$TIMEBIN" ] && T_RSS=$(tail -n1 "$tmp/rss" | tr -dc 0-9)
+    T_RSS='' T_CPU=''
+    if [ -n "$TIMEBIN" ]; then
+        local m u sy
+        read -r m u sy < <(tail -n1 "$tmp/rss")
+        case $m in ''|*[!0-9]*) ;; *) T_RSS=$m ;; esac
+        case $u$sy in ''|*[!0-9.]*) ;; *) T_CPU=$(awk -v u="$u" -v s="$sy" 'BEGIN { printf "%d", (u + s) * 1e6 }') ;; esac
+    fi
     return 0
 }
 
@@ -307,7 +333,7 @@ for i in "${!ROW_NAME[@]}"; do
     state=() runs=() times=() rss=() why=() telem_lines=
     for ((c = 0; c < ncmd; c++)); do
         cmd=${cmds[$c]}
-        state[c]=ok runs[c]=$RUNS times[c]= rss[c]= why[c]=
+        state[c]=ok runs[c]=$RUNS times[c]='' cpus[c]='' rss[c]='' why[c]=''
         if [ "$c" -gt 0 ] && tool=$(missing_tool "$cmd"); then
             state[c]=na why[c]="$tool not installed"
             say "   $(show "$cmd"): n/a ($tool not installed)"
@@ -316,7 +342,7 @@ for i in "${!ROW_NAME[@]}"; do
         # the check run: also the warm-up, never timed into the medians
         sink=null
         case $check in
-            same) if [ "$c" = 0 ]; then sink=cmp; else sink=lines; fi ;;
+            same) if [ "$c" = 0 ]; then sink='cmp'; else sink='lines'; fi ;;
             lines|telemlines) sink=lines ;;
         esac
         T_CHECK=0
@@ -357,6 +383,7 @@ for i in "${!ROW_NAME[@]}"; do
                 continue
             fi
             times[c]="${times[c]} $T_US"
+            [ -n "$T_CPU" ] && cpus[c]="${cpus[c]} $T_CPU"
             if [ -n "$T_RSS" ] && { [ -z "${rss[c]}" ] || [ "$T_RSS" -gt "${rss[c]}" ]; }; then rss[c]=$T_RSS; fi
             say "   run $r: $(show "${cmds[$c]}"): $(fmt_s "$T_US") s"
         done
@@ -370,11 +397,13 @@ for i in "${!ROW_NAME[@]}"; do
         shown=$(show "${cmds[$c]}")
         shown=${shown//|/\\|}
         if [ "${state[c]}" != ok ]; then
-            TABLE+=("| $label | \`$shown\` | n/a | n/a | n/a | n/a | n/a | n/a: ${why[c]//|/\\|} |")
+            TABLE+=("| $label | \`$shown\` | n/a | n/a | n/a | n/a | n/a | n/a | n/a: ${why[c]//|/\\|} |")
             continue
         fi
         med=$(printf '%s' "${times[c]}" | median)
         mm=$(printf '%s' "${times[c]}" | minmax)
+        cpu_s=n/a
+        [ -n "${cpus[c]}" ] && cpu_s=$(printf '%s' "${cpus[c]}" | median | awk '{ printf "%.2f", $1 / 1e6 }')
         nr=${runs[c]}
         [ "$nr" -lt "$RUNS" ] && nr="$nr*"
         if [ "$c" = 0 ]; then
@@ -384,7 +413,7 @@ for i in "${!ROW_NAME[@]}"; do
         else
             vs="n/a"
         fi
-        TABLE+=("| $label | \`$shown\` | $nr | $(fmt_s "$med") | $mm | $(fmt_rate "$med") | $(fmt_mib "${rss[c]}") | $vs |")
+        TABLE+=("| $label | \`$shown\` | $nr | $(fmt_s "$med") | $mm | $cpu_s | $(fmt_rate "$med") | $(fmt_mib "${rss[c]}") | $vs |")
     done
 done
 
@@ -400,14 +429,14 @@ report() {
     echo "- load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $LOAD_END"
     echo "- command line: \`bench/run.sh${ARGV:+ $ARGV}\`"
     echo
-    echo "| row | command | runs | median s | min–max s | events/s | peak RSS | vs telem |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| row | command | runs | median s | min–max s | CPU s | events/s | peak RSS | vs telem |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${TABLE[@]}"
     echo
     [ "$SLOWED" = 1 ] && echo "\\* slower than $SLOW s in its check run: $SLOW_RUNS timed runs instead of $RUNS."
     [ -n "$MLR_NOTE" ] && echo "- $MLR_NOTE"
-    [ -z "$TIMEBIN" ] && echo "- peak RSS: n/a, GNU time (/usr/bin/time) is not installed"
-    [ -n "$TIMEBIN" ] && echo "- peak RSS: GNU time %M, largest single process of the command, highest over the runs"
+    [ -z "$TIMEBIN" ] && echo "- CPU s and peak RSS: n/a, GNU time (/usr/bin/time) is not installed"
+    [ -n "$TIMEBIN" ] && echo "- CPU s: median user+sys time of all the command's processes (GNU time %U+%S, 10 ms resolution); peak RSS: GNU time %M, largest single process of the command, highest over the runs"
     echo "- events/s: $NLINES events / median wall time; \"vs telem\": how much faster telem's median is than this command's"
     local n
     for n in "${NOTES[@]+"${NOTES[@]}"}"; do echo "- $n"; done

@@ -74,19 +74,43 @@ _telem()
         run=("$prog" "$cmd")
     fi
 
+    # a URL typed after --listen: readline splits words at ":" (COMP_WORDBREAKS), so
+    # rejoin "tcp" ":" "//127.0.0.1" ":" into one word to see the option before it
+    local i=$COMP_CWORD url=$cur
+    if [[ $COMP_WORDBREAKS == *:* ]]; then
+        while ((i > 1)) && [[ ${COMP_WORDS[i]} == : || ${COMP_WORDS[i - 1]} == : ]]; do
+            ((i--))
+        done
+        if ((i < COMP_CWORD)) && [[ ${COMP_WORDS[i - 1]} == --listen ]]; then
+            prev=--listen
+            url=$(printf '%s' "${COMP_WORDS[@]:i:COMP_CWORD-i+1}")
+        fi
+    fi
+
     # the value of the option before the cursor
     if [[ $prev == -* ]]; then
         case $cmd:$prev in
         *:-f | *:--format)
-            COMPREPLY=($(compgen -W 'ndjson' -- "$cur"))
+            COMPREPLY=($(compgen -W 'ndjson csv tokens influx graphite prom' -- "$cur"))
             return 0
             ;;
         *:--time-unit)
             COMPREPLY=($(compgen -W 'auto s ms us ns' -- "$cur"))
             return 0
             ;;
-        gen:--unit)
+        *:--time-unit-out | gen:--unit)
             COMPREPLY=($(compgen -W 's ms us ns' -- "$cur"))
+            return 0
+            ;;
+        ingest:--listen)
+            # the start of each URL form, without a space after it; readline replaces
+            # only what follows the last ":" typed
+            compopt -o nospace 2>/dev/null
+            COMPREPLY=($(compgen -W 'tcp://127.0.0.1: udp://127.0.0.1: unix:' -- "$url"))
+            if [[ $url == *:* ]]; then
+                COMPREPLY=("${COMPREPLY[@]#"${url%"${url##*:}"}"}")
+                [[ ${COMPREPLY[*]} ]] || COMPREPLY=()
+            fi
             return 0
             ;;
         esac

@@ -61,13 +61,17 @@ function __telem_complete
     if string match -q -- '-*' $prev
         switch "$cmd:$prev"
             case '*:-f' '*:--format'
-                printf "$pre%s\n" ndjson
+                printf "$pre%s\n" ndjson csv tokens influx graphite prom
                 return
             case '*:--time-unit'
                 printf "$pre%s\n" auto s ms us ns
                 return
-            case 'gen:--unit'
+            case '*:--time-unit-out' 'gen:--unit'
                 printf "$pre%s\n" s ms us ns
+                return
+            case 'ingest:--listen'
+                # (fish adds no space after a candidate ending in ":")
+                printf "$pre%s\n" tcp://127.0.0.1: udp://127.0.0.1: unix:
                 return
         end
         switch (__telem_argkind $run $prev)

@@ -38,6 +38,17 @@ struct stage {
     tlm_time_t wm_emitted;           /* last watermark written downstream */
     enum tlm_time_unit unit_seen;    /* unit of the first numeric time */
     struct tlm_error lerr;           /* reason of the current line's rejection */
+    const struct stage_source *src;  /* ops->source, or NULL for the reader */
+    struct tlm_buf conv;             /* events converted from the current raw line */
+    long long bad_line;              /* line number of a bad record elsewhere, or 0 */
+    const char *bad_source;          /* its source (a socket client), or NULL */
+    int cur_input;                   /* index of the input the last line came from */
+    const char *prev_src;            /* input name and line of the last raw line handled */
+    long long prev_line;
+    const char *fin_src;             /* while finishing an input: where it ended */
+    long long fin_line;
+    const char *cur_line;            /* the raw line being handled */
+    size_t cur_len;
     int restored;
 
     /* counters of this run */
@@ -64,6 +75,27 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- the input: the reader, or a custom source ------------------------------------ */
+
+const char *stage_source_name(const struct stage *st)
+{
+    if (st->fin_src)
+        return st->fin_src;
+    return st->src ? st->src->name(st->src->ctx) : tlm_reader_source(st->in);
+}
+
+long long stage_source_line(const struct stage *st)
+{
+    if (st->fin_src)
+        return st->fin_line;
+    return st->src ? st->src->line(st->src->ctx) : tlm_reader_line(st->in);
+}
+
+static long long source_offset(const struct stage *st)
+{
+    return st->src ? -1 : tlm_reader_offset(st->in);
 }
 
 /* ---- helpers for the commands ----------------------------------------------------- */
@@ -109,20 +141,20 @@ int stage_reject(struct stage *st, const char *fmt, ...)
 /* Writes a rejected line to --reject (NDJSON) or stderr. Returns 0 or a fatal code. */
 static int reject_line(struct stage *st, const char *line, size_t len, struct tlm_error *err)
 {
-    const char *src = tlm_reader_source(st->in);
+    const char *src = st->bad_source ? st->bad_source : stage_source_name(st);
+    long long lineno = st->bad_line ? st->bad_line : stage_source_line(st);
     st->rejected++;
     if (st->c->strict) {
         *err = st->lerr;
-        tlm_error_at(err, src, tlm_reader_line(st->in), st->lerr.column,
-                     tlm_reader_offset(st->in));
+        tlm_error_at(err, src, lineno, st->lerr.column, source_offset(st));
         return TLM_EPARSE;
     }
     if (!st->rej) {
         char where[64];
         if (st->lerr.column > 0)
-            snprintf(where, sizeof(where), "%lld:%ld", tlm_reader_line(st->in), st->lerr.column);
+            snprintf(where, sizeof(where), "%lld:%ld", lineno, st->lerr.column);
         else
-            snprintf(where, sizeof(where), "%lld", tlm_reader_line(st->in));
+            snprintf(where, sizeof(where), "%lld", lineno);
         fflush(stdout);
         fprintf(stderr, "%s: %s:%s: %s\n", cli_progname(), src, where, st->lerr.text);
         return 0;
@@ -130,8 +162,9 @@ static int reject_line(struct stage *st, const char *line, size_t len, struct tl
     struct tlm_buf *b = &st->rej->buf;
     int rc = tlm_buf_puts(b, "{\"source\":");
     rc |= tlm_json_put_string(b, src, strlen(src));
-    rc |= tlm_buf_printf(b, ",\"line\":%lld,\"offset\":%lld", tlm_reader_line(st->in),
-                         tlm_reader_offset(st->in));
+    rc |= tlm_buf_printf(b, ",\"line\":%lld", lineno);
+    if (source_offset(st) >= 0)
+        rc |= tlm_buf_printf(b, ",\"offset\":%lld", source_offset(st));
     if (st->lerr.column > 0)
         rc |= tlm_buf_printf(b, ",\"column\":%ld", st->lerr.column);
     rc |= tlm_buf_puts(b, ",\"reason\":");
@@ -154,6 +187,20 @@ static int reject_line(struct stage *st, const char *line, size_t len, struct tl
     if (rc)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     return tlm_writer_end_line(st->rej, err);
+}
+
+int stage_report(struct stage *st, long lines_back, long column, const char *reason,
+                 struct tlm_error *err)
+{
+    int rc;
+    st->lerr.code = TLM_EPARSE;
+    st->lerr.column = column;
+    snprintf(st->lerr.text, sizeof(st->lerr.text), "%s", reason);
+    if (lines_back > 0 && stage_source_line(st) > lines_back)
+        st->bad_line = stage_source_line(st) - lines_back;
+    rc = reject_line(st, st->cur_line, st->cur_len, err);
+    st->bad_line = 0;
+    return rc;
 }
 
 static int put_watermark(struct stage *st, struct tlm_error *err)
@@ -237,7 +284,7 @@ static json_t *stats_json(struct stage *st)
                           "watermarks_in", (json_int_t)st->wm_in, "watermarks_out",
                           (json_int_t)st->wm_out);
     if (o)
-        json_object_set_new(o, "rows_out", json_integer(st->out ? st->out->lines : 0));
+        json_object_set_new(o, "lines_out", json_integer(st->out ? st->out->lines : 0));
     if (o && st->ops->stats)
         st->ops->stats(st->ops->ctx, o);
     return o;
@@ -345,7 +392,8 @@ static int restore_snapshot(struct stage *st, struct tlm_error *err)
         }
     }
     if (rc == 0) {
-        tlm_reader_resume(st->in, &pos);
+        if (!st->src)
+            tlm_reader_resume(st->in, &pos);
         st->restored = 1;
     }
 out:
@@ -360,7 +408,7 @@ out:
 static void show_progress(struct stage *st, double now, int final)
 {
     char wm[48] = "-";
-    double p = tlm_reader_progress(st->in);
+    double p = st->src ? -1 : tlm_reader_progress(st->in);
     double rate = (double)(st->events - st->progress_events) / (now - st->t_last_progress);
     if (st->wm.wm != TLM_TIME_MIN)
         tlm_time_format_rfc3339(st->wm.wm, wm, sizeof(wm));
@@ -401,6 +449,8 @@ static int flush_out(void *arg)
     tlm_error_clear(&e);
     if (st->rej && (rc = tlm_writer_flush(st->rej, &e)))
         return rc;
+    if (st->ops->on_flush && (rc = st->ops->on_flush(st->ops->ctx)))
+        return rc;
     return tlm_writer_flush(st->out, &e);
 }
 
@@ -435,23 +485,11 @@ static int setup_paths(struct stage *st, struct tlm_error *err)
     return 0;
 }
 
-static int one_line(struct stage *st, const char *line, size_t len, struct tlm_error *err)
+/* One NDJSON event line: validate and scan, time, callback, watermark. */
+static int one_event(struct stage *st, const char *line, size_t len, struct tlm_error *err)
 {
     struct stage_event ev;
-    long long ms;
     int rc;
-    st->lines++;
-    if (len == 0 || (line[0] <= ' ' && strspn(line, " \t\r") == len)) {
-        st->blank++;
-        return 0;
-    }
-    if (tlm_json_is_watermark(line, len, &ms)) {
-        tlm_time_t t;
-        st->wm_in++;
-        if (tlm_time_from_int(ms, TLM_UNIT_MS, &t, NULL) == 0 && tlm_wm_raise(&st->wm, t))
-            return advanced(st, 0, err);
-        return 0;
-    }
     tlm_error_clear(&st->lerr);
     if (tlm_jscan_run(st->scan, line, len, st->vals, &st->lerr) != 0)
         return reject_line(st, line, len, err);
@@ -460,9 +498,11 @@ static int one_line(struct stage *st, const char *line, size_t len, struct tlm_e
     ev.vals = st->vals + (st->ops->needs_time ? 1 : 0);
     ev.ts = 0;
     ev.late = 0;
+    ev.time_val = NULL;
     if (st->ops->needs_time) {
         if (event_time(st, &st->vals[0], &ev.ts))
             return reject_line(st, line, len, err);
+        ev.time_val = &st->vals[0];
         ev.late = tlm_wm_is_late(&st->wm, ev.ts);
         st->late += ev.late;
     }
@@ -475,6 +515,126 @@ static int one_line(struct stage *st, const char *line, size_t len, struct tlm_e
     if (st->ops->needs_time && tlm_wm_observe(&st->wm, ev.ts))
         return advanced(st, 0, err);
     return 0;
+}
+
+/* Events converted from a raw line (or from the end of input), one by one. */
+static int converted(struct stage *st, struct tlm_error *err)
+{
+    size_t off = 0;
+    while (off < st->conv.len) {
+        char *s = st->conv.data + off;
+        char *nl = memchr(s, '\n', st->conv.len - off);
+        size_t n = nl ? (size_t)(nl - s) : st->conv.len - off;
+        int rc;
+        s[n] = '\0';
+        if (st->ops->convert_foreign && st->npaths == 0) {
+            struct stage_event ev = { s, n, st->vals, 0, NULL, 0 };
+            rc = st->ops->on_event(st->ops->ctx, st, &ev, err);
+            if (rc == 1)
+                rc = reject_line(st, s, n, err);
+            else if (rc == 0)
+                st->events++;
+        } else {
+            rc = one_event(st, s, n, err);
+        }
+        if (rc)
+            return rc;
+        off += n + 1;
+    }
+    return 0;
+}
+
+/* End of an input for convert: a record still open is completed or rejected. */
+static int convert_finish(struct stage *st, struct tlm_error *err)
+{
+    int rc;
+    if (!st->ops->convert_end)
+        return 0;
+    st->cur_line = "";
+    st->cur_len = 0;
+    tlm_buf_reset(&st->conv);
+    tlm_error_clear(&st->lerr);
+    /* reports name the input that ended, not the one that begins */
+    st->fin_src = st->prev_src;
+    st->fin_line = st->prev_line;
+    rc = st->ops->convert_end(st->ops->ctx, st, &st->conv, &st->lerr);
+    if (rc < 0 && rc != TLM_EPARSE && rc != TLM_ERANGE) {
+        *err = st->lerr;
+    } else {
+        if (rc < 0)
+            rc = reject_line(st, "", 0, err);
+        if (rc >= 0)
+            rc = converted(st, err);
+    }
+    st->fin_src = NULL;
+    return rc;
+}
+
+static int one_line(struct stage *st, const char *line, size_t len, struct tlm_error *err)
+{
+    long long ms;
+    int rc;
+    st->lines++;
+    if (len == 0 || (line[0] <= ' ' && strspn(line, " \t\r") == len)) {
+        st->blank++;
+        return 0;
+    }
+    if (!st->ops->convert_foreign && tlm_json_is_watermark(line, len, &ms)) {
+        tlm_time_t t;
+        st->wm_in++;
+        if (tlm_time_from_int(ms, TLM_UNIT_MS, &t, NULL) == 0 && tlm_wm_raise(&st->wm, t))
+            return advanced(st, 0, err);
+        return 0;
+    }
+    if (st->ops->convert) {
+        if (st->ops->convert_foreign && !st->src && tlm_reader_input(st->in) != st->cur_input) {
+            /* a new file: finish the last one's open record, start the format afresh */
+            st->cur_input = tlm_reader_input(st->in);
+            if ((rc = convert_finish(st, err)))
+                return rc;
+        }
+        st->cur_line = line;
+        st->cur_len = len;
+        st->prev_src = stage_source_name(st);
+        st->prev_line = stage_source_line(st);
+        tlm_buf_reset(&st->conv);
+        tlm_error_clear(&st->lerr);
+        rc = st->ops->convert(st->ops->ctx, st, line, len, &st->conv, &st->lerr);
+        if (rc < 0 && rc != TLM_EPARSE && rc != TLM_ERANGE && rc != TLM_ETYPE) {
+            *err = st->lerr;
+            return rc;
+        }
+        if (rc < 0 && (rc = reject_line(st, line, len, err)))
+            return rc;
+        return converted(st, err);
+    }
+    return one_event(st, line, len, err);
+}
+
+/* The next line from the reader or the custom source. */
+static int next_line(struct stage *st, const char **line, size_t *len, int timeout,
+                     struct tlm_error *err)
+{
+    if (!st->src)
+        return tlm_reader_next(st->in, line, len, timeout, err);
+    for (;;) {
+        int rc = st->src->next(st->src->ctx, line, len, timeout, err);
+        if (rc != TLM_EPARSE && rc != TLM_ERANGE)
+            return rc;
+        /* a bad record of the source (a client closed inside a line): reject it with
+         * the bytes that did arrive */
+        st->lines++;
+        st->lerr = *err;
+        st->lerr.column = 0;
+        st->bad_line = err->line;
+        st->bad_source = st->lerr.source[0] ? st->lerr.source : NULL;
+        rc = reject_line(st, *line ? *line : "", *line ? *len : 0, err);
+        st->bad_line = 0;
+        st->bad_source = NULL;
+        if (rc)
+            return rc;
+        tlm_error_clear(err);
+    }
 }
 
 int stage_run(const struct cli_common *c, const struct stage_ops *ops)
@@ -507,6 +667,7 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
 
     if ((rc = setup_paths(&st, &err)))
         goto fail;
+    st.src = ops->source;
     st.in = tlm_reader_create(c->inputs, c->ninputs);
     if (!st.in) {
         rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
@@ -519,15 +680,18 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         goto fail;
     if (c->reject && (rc = tlm_writer_open(c->reject, st.restored, &st.rej, &err)))
         goto fail;
-    tlm_reader_on_block(st.in, flush_out, &st);
+    if (st.src)
+        st.src->on_block(st.src->ctx, flush_out, &st);
+    else
+        tlm_reader_on_block(st.in, flush_out, &st);
 
     for (;;) {
         int timeout = -1;
-        live = tlm_reader_is_live(st.in);
+        live = st.src ? 1 : tlm_reader_is_live(st.in);
         if (live && (c->idle_timeout || c->checkpoint_interval || show))
             timeout = 250;
         int handled = 0, eof = 0;
-        rc = tlm_reader_next(st.in, &line, &len, timeout, &err);
+        rc = next_line(&st, &line, &len, timeout, &err);
         /* a line the reader returned is consumed: handle it before looking at a stop
          * request, or the snapshot position would skip it */
         if (rc == 1) {
@@ -576,6 +740,8 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         }
     }
 
+    if (!got_stop && (rc = convert_finish(&st, &err)))
+        goto fail;
     if (c->state) {
         if ((rc = save_snapshot(&st, &err)))
             goto fail;
@@ -619,6 +785,7 @@ fail:
     tlm_writer_close(st.out, NULL);
 done:
     tlm_reader_destroy(st.in);
+    tlm_buf_free(&st.conv);
     tlm_jscan_destroy(st.scan);
     free(st.time_path.seg ? st.time_path.seg[0] : NULL);
     free(st.time_path.seg);

@@ -33,11 +33,26 @@
 
 struct stage;
 
+/* A line source other than files and stdin (ingest --listen). Its lines are live: the
+ * input position is not recorded in snapshots and nothing is resumed. */
+struct stage_source {
+    void *ctx;
+    /* As tlm_reader_next, except that it never ends (0 is never returned), and that
+     * TLM_EPARSE / TLM_ERANGE report a bad record of the source (a client that closed
+     * inside a line) which the stage rejects like a bad line. */
+    int (*next)(void *ctx, const char **line, size_t *len, int timeout_ms,
+                struct tlm_error *err);
+    const char *(*name)(void *ctx);     /* source of the last line, borrowed */
+    long long (*line)(void *ctx);       /* its line number */
+    void (*on_block)(void *ctx, int (*fn)(void *), void *arg);
+};
+
 struct stage_event {
     const char *line;              /* the raw line, borrowed for the call */
     size_t len;
     const struct tlm_jval *vals;   /* vals[i] for ops->paths[i] */
     tlm_time_t ts;                 /* event time (when the stage needs time) */
+    const struct tlm_jval *time_val; /* the time field's value span, or NULL */
     int late;                      /* at or below the watermark before this event */
 };
 
@@ -48,6 +63,23 @@ struct stage_ops {
     int needs_time;                /* extract and require --time-field */
     void *ctx;                     /* handed back to every callback */
 
+    const struct stage_source *source; /* NULL: read -i files / operands / stdin */
+
+    /* For input that is not NDJSON: turns one raw line into zero or more NDJSON event
+     * lines appended to out (each ending in "\n"), which then go through the event path
+     * (validation, time, on_event) one by one. Returns the number appended, or a
+     * negative code with err filled (column and reason) to reject the raw line.
+     * NULL: lines are NDJSON events. */
+    int (*convert)(void *ctx, struct stage *st, const char *line, size_t len,
+                   struct tlm_buf *out, struct tlm_error *err);
+    /* The raw lines are a format of their own (CSV, tokens...), not NDJSON: they hold
+     * no watermark records, convert writes valid JSON objects only (our own writer), so
+     * when the stage reads no field of them (no time, no paths) they skip the
+     * validating scan, and convert_end is also called between input files. */
+    int convert_foreign;
+    /* End of input for convert (a record still open). May be NULL. */
+    int (*convert_end)(void *ctx, struct stage *st, struct tlm_buf *out, struct tlm_error *err);
+
     /* One event. Return 0; or 1 after stage_reject() to count it as rejected; or a
      * negative code with err filled to stop with an error. */
     int (*on_event)(void *ctx, struct stage *st, const struct stage_event *ev,
@@ -56,6 +88,9 @@ struct stage_ops {
     int (*on_watermark)(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err);
     /* End of input without --state: time has ended. May be NULL. */
     int (*on_end)(void *ctx, struct stage *st, struct tlm_error *err);
+    /* Output is being flushed because input is idle (and at exit): flush side files.
+     * May be NULL. */
+    int (*on_flush)(void *ctx);
     /* SIGHUP. May be NULL. */
     int (*on_reload)(void *ctx, struct stage *st, struct tlm_error *err);
     /* The options that shape the state (new reference, caller owns); NULL = none. */
@@ -77,8 +112,17 @@ int stage_end_row(struct stage *st, struct tlm_error *err);
 int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error *err);
 /* Rejects the current line with a reason (printf-style). Returns 1 (on_event's "rejected"). */
 int stage_reject(struct stage *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports one bad record inside the current raw line (a bad token among good ones) at
+ * a column of the line lines_back lines before the current one (a CSV record spanning
+ * lines), without rejecting the rest of the line. Returns 0, or a negative code when
+ * that is fatal (--strict) with err filled. */
+int stage_report(struct stage *st, long lines_back, long column, const char *reason,
+                 struct tlm_error *err);
 /* The current watermark (TLM_TIME_MIN before any). */
 tlm_time_t stage_watermark(const struct stage *st);
+/* Where the current line came from: input name and line number. */
+const char *stage_source_name(const struct stage *st);
+long long stage_source_line(const struct stage *st);
 /* The time unit the input used for the time field (for printing times back in it). */
 enum tlm_time_unit stage_time_unit(const struct stage *st);
 

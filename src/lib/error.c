@@ -10,8 +10,13 @@ void tlm_error_clear(struct tlm_error *err)
 {
     if (!err)
         return;
-    memset(err, 0, sizeof(*err));
+    /* field by field: this runs once per input line, and the text arrays are large */
+    err->code = 0;
+    err->source[0] = '\0';
+    err->line = 0;
+    err->column = 0;
     err->offset = -1;
+    err->text[0] = '\0';
 }
 
 int tlm_error_set(struct tlm_error *err, int code, const char *fmt, ...)

@@ -347,6 +347,9 @@ static int do_resume(struct tlm_reader *r, struct tlm_error *err)
     int rc;
     r->resume_pending = 0;
     r->resumed = 0;
+    if (p->prefix_len < 0 || p->prefix_len > PREFIX || p->offset < p->prefix_len ||
+        p->line < 0 || p->line > p->offset)
+        return tlm_error_set(err, TLM_ESTATE, "snapshot input position is invalid");
     if (p->input < 0 || (size_t)p->input >= r->npaths || strcmp(r->paths[p->input], p->name))
         return 0;
     r->cur = (size_t)p->input;
@@ -454,6 +457,7 @@ int tlm_reader_next(struct tlm_reader *r, const char **line, size_t *len, int ti
             return 1;
         }
         r->done_bytes += r->raw_read;
+        r->raw_read = 0;
         close_input(r);
         if (r->cur + 1 >= r->npaths) {
             r->eof = 1;
@@ -469,6 +473,11 @@ int tlm_reader_next(struct tlm_reader *r, const char **line, size_t *len, int ti
 const char *tlm_reader_source(const struct tlm_reader *r)
 {
     return r->paths[r->cur < r->npaths ? r->cur : r->npaths - 1];
+}
+
+int tlm_reader_input(const struct tlm_reader *r)
+{
+    return (int)(r->cur < r->npaths ? r->cur : r->npaths - 1);
 }
 
 long long tlm_reader_line(const struct tlm_reader *r)

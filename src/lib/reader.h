@@ -61,6 +61,8 @@ int tlm_reader_next(struct tlm_reader *r, const char **line, size_t *len, int ti
 
 /* Name of the input the last line came from ("-" for stdin). Borrowed. */
 const char *tlm_reader_source(const struct tlm_reader *r);
+/* Index in the input list of the input the last line came from. */
+int tlm_reader_input(const struct tlm_reader *r);
 /* 1-based line number and byte offset of the last line returned. */
 long long tlm_reader_line(const struct tlm_reader *r);
 long long tlm_reader_offset(const struct tlm_reader *r);

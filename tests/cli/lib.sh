@@ -17,7 +17,9 @@ test_plan=""
 
 test_expect_success() {
     test_count=$((test_count + 1))
-    if (eval "$2") > "$TRASH/.out" 2>&1; then
+    # background jobs a failed step left behind are stopped with it
+    if (eval "$2"; rc=$?; for j in $(jobs -p); do kill "$j" 2>/dev/null; done; exit $rc) \
+        > "$TRASH/.out" 2>&1; then
         echo "ok $test_count - $1"
     else
         echo "not ok $test_count - $1"

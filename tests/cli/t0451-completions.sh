@@ -27,6 +27,7 @@ ln -s "$TELEM" "$work/bin/telem-gen"
 : > "$work/dir/xa.ndjson"
 : > "$work/dir/xb.ndjson"
 : > "$work/dir/y"
+mkdir "$work/dir/yd"
 PATH="$work/bin:$PATH"
 export PATH
 
@@ -47,12 +48,17 @@ telem ingest --st|$st|=|=
 telem inspect --r|--records|=|=
 telem ingest --time-unit _|auto s ms us ns|=|=
 telem ingest --time-unit m|ms|=|=
-telem ingest -f _|ndjson|=|=
+telem ingest -f _|ndjson csv tokens influx graphite prom|=|=
+telem ingest --format=i|influx|=|--format=influx
+telem ingest --time-unit-out _|s ms us ns|=|=
+telem ingest --listen _|tcp://127.0.0.1: udp://127.0.0.1: unix:|=|=
+telem ingest --listen u|udp://127.0.0.1: unix:|=|=
+telem ingest --archive y|yd|<files>|yd/
 telem gen --unit _|s ms us ns|=|=
 telem gen --rate _||=|=
 telem ingest --reject x|xa.ndjson xb.ndjson|<files>|=
 telem ingest --reject=x|xa.ndjson xb.ndjson|<files>|--reject=xa.ndjson --reject=xb.ndjson
-telem ingest -o _|xa.ndjson xb.ndjson y|<files>|=
+telem ingest -o _|xa.ndjson xb.ndjson y yd|<files>|xa.ndjson xb.ndjson y yd/
 telem inspect x|xa.ndjson xb.ndjson|<files>|=
 telem-gen --du|--duplicates|=|=
 EOF

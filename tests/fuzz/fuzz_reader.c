@@ -198,8 +198,9 @@ struct cursor {
     long long line; /* lines returned */
 };
 
-/* The next line of the model: returns 1 with p/len/term (bytes of the terminator removed,
- * "\r" and "\n" together), or 0 at the end. */
+/* The next line of the model: returns 1 with the line in p/len (one "\r" before its "\n"
+ * or at the end of the input removed) and *complete = whether a "\n" ended it, or 0 at the
+ * end of the input. */
 static int model_next(struct cursor *c, const uint8_t **p, size_t *len, int *complete)
 {
     const uint8_t *s, *nl;

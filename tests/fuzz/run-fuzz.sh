@@ -5,13 +5,13 @@
 #
 # Runs each executable BUILDDIR/tests/fuzz/fuzz_* (built by configure --enable-fuzzing) for
 # SECONDS seconds, one after the other, starting from a temporary copy of its seed corpus
-# tests/fuzz/corpus/<target>/ plus its earlier finds tests/data/fuzz/<target>-* (which so
-# act as regression tests), so the source tree is never written. Prints "1..N" and one TAP-style line per target with runs, exec/s and coverage.
-# A crash, leak, timeout or out-of-memory fails the target: its log tail, the path of the
-# saved input and a hex dump of it are printed, so the CI log alone shows what broke. Inputs
-# and logs are kept in BUILDDIR/tests/fuzz/artifacts/<target>/ (FUZZ_ARTIFACTS overrides);
-# reproduce with `BUILDDIR/tests/fuzz/<target> <file>`, then save it under
-# tests/data/fuzz/<target>-<name>.
+# tests/fuzz/corpus/<target>/ plus its earlier finds tests/data/fuzz/<target>-* (which so act
+# as regression tests), so the source tree is never written. Prints "1..N" and one TAP-style
+# line per target with runs, exec/s and coverage. A crash, leak, timeout or out-of-memory
+# fails the target: the sanitizer report, the path of the saved input and a hex dump of it
+# are printed, so the CI log alone shows what broke. Inputs and logs are kept in
+# BUILDDIR/tests/fuzz/artifacts/<target>/ (FUZZ_ARTIFACTS overrides); reproduce with
+# `BUILDDIR/tests/fuzz/<target> <file>`, then save the input as tests/data/fuzz/<target>-<name>.
 #
 # Exit status: 0 when every target ran clean, 1 when any failed, 2 on a usage error or when
 # no target is built. Extra libFuzzer flags can be given in FUZZ_FLAGS (e.g. -jobs=2).
@@ -92,21 +92,31 @@ for t in "$@"; do
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
     rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
-    cov=$(sed -n 's/.*[[:space:]]cov: \([0-9]*\) ft: \([0-9]*\) corp: \([0-9]*\).*/cov \1 ft \2 corpus \3/p' \
-        "$log" | tail -n 1)
+    re='.*[[:space:]]cov: \([0-9]*\) ft: \([0-9]*\) corp: \([0-9]*\).*'
+    cov=$(sed -n "s/$re/cov \\1 ft \\2 corpus \\3/p" "$log" | tail -n 1)
     units=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log")
-    summary="${elapsed}s, ${runs:-?} runs, ${rate:-?} exec/s, ${cov:-cov ?}, $seeds seeds, rss ${rss:-?} MB"
+    summary="${elapsed}s, ${runs:-?} runs, ${rate:-?} exec/s, ${cov:-cov ?}, $seeds seeds"
+    summary="$summary, rss ${rss:-?} MB"
 
     if [ "$status" -eq 0 ] && [ -z "$units" ]; then
         echo "ok $n - $t: $summary"
         continue
     fi
     failed=$((failed + 1))
-    kind=$(grep -m 1 -o 'ERROR: [A-Za-z]*Sanitizer: [a-z-]*\|ERROR: libFuzzer: [a-z-]*\|check failed: .*' \
-        "$log" | head -n 1)
+    kind=$(grep -o -E 'ERROR: [A-Za-z]*Sanitizer: [a-z-]*|ERROR: libFuzzer: [a-z-]*' "$log" |
+        head -n 1)
+    detail=$(grep -o -E 'runtime error: .*|check failed: .*' "$log" | head -n 1 | cut -c 1-100)
+    kind=${detail:-$kind}
     echo "not ok $n - $t: exit $status${kind:+, $kind}; $summary"
-    echo "# ---- $t: end of $log"
-    tail -n 60 "$log" | sed 's/^/# /'
+    # the report itself (sanitizer stack or failed check), else the end of the log
+    first=$(grep -n -m 1 -E 'ERROR: |runtime error: |check failed: ' "$log" | cut -d: -f1)
+    if [ -n "$first" ]; then
+        echo "---- $t: $log from line $first"
+        sed -n "${first},$((first + 40))p" "$log"
+    else
+        echo "---- $t: end of $log"
+        tail -n 40 "$log"
+    fi | sed 's/^/# /'
     if [ -z "$units" ]; then
         echo "# $t: no input was saved (the harness failed to start or was killed)"
     fi

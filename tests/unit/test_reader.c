@@ -239,6 +239,22 @@ static void test_resume(void **state)
     assert_string_equal(read_all(r, &rc), "l1|l2|l3");
     tlm_reader_destroy(r);
 
+    /* a damaged position is refused, never trusted */
+    struct tlm_reader_pos bad = pos;
+    struct tlm_error err;
+    bad.prefix_len = -4096;
+    r = tlm_reader_create(paths, 2);
+    tlm_reader_resume(r, &bad);
+    assert_int_equal(tlm_reader_next(r, &line, &len, -1, &err), TLM_ESTATE);
+    assert_string_equal(err.text, "snapshot input position is invalid");
+    tlm_reader_destroy(r);
+    bad = pos;
+    bad.line = INT64_MAX;
+    r = tlm_reader_create(paths, 2);
+    tlm_reader_resume(r, &bad);
+    assert_int_equal(tlm_reader_next(r, &line, &len, -1, &err), TLM_ESTATE);
+    tlm_reader_destroy(r);
+
     /* a log that grew since the snapshot: continue where it stopped */
     pos.input = 0;
     snprintf(pos.name, sizeof(pos.name), "%s", paths[0]);
