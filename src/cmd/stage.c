@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ struct stage {
     const char *cur_line;            /* the raw line being handled */
     size_t cur_len;
     int restored;
+    json_t *outputs;                 /* the restored snapshot's output sizes, or NULL */
 
     /* counters of this run */
     long long lines, blank, events, rejected, late, wm_in, wm_out, checkpoints;
@@ -108,6 +110,17 @@ struct tlm_writer *stage_out(struct stage *st)
 int stage_end_row(struct stage *st, struct tlm_error *err)
 {
     return tlm_writer_end_line(st->out, err);
+}
+
+int stage_rows(struct stage *st, long n, struct tlm_error *err)
+{
+    st->out->lines += n;
+    return st->out->buf.len >= TLM_WRITER_HIGH ? tlm_writer_flush(st->out, err) : 0;
+}
+
+int stage_restored(const struct stage *st)
+{
+    return st->restored;
 }
 
 int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error *err)
@@ -331,6 +344,23 @@ static int save_snapshot(struct stage *st, struct tlm_error *err)
                   "time_unit", tlm_time_unit_name(st->unit_seen));
     if (!h)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    /* the size of file outputs: a restart cuts them back to it, so that what was
+     * written after this snapshot (and is written again) is not there twice */
+    {
+        json_t *outs = json_object();
+        struct tlm_writer *ws[2] = { st->out, st->rej };
+        const char *names[2] = { "output", "reject" };
+        for (int i = 0; i < 2 && outs; i++) {
+            struct stat sb;
+            if (ws[i] && ws[i]->is_file && fstat(ws[i]->fd, &sb) == 0)
+                json_object_set_new(outs, names[i],
+                                    json_pack("{sIsIsI}", "size", (json_int_t)sb.st_size, "dev",
+                                              (json_int_t)sb.st_dev, "ino",
+                                              (json_int_t)sb.st_ino));
+        }
+        if (outs)
+            json_object_set_new(h, "outputs", outs);
+    }
     json_t *s = stats_json(st);
     if (s)
         json_object_set_new(h, "stats", s);
@@ -380,6 +410,7 @@ static int restore_snapshot(struct stage *st, struct tlm_error *err)
         goto out;
     }
     snprintf(pos.name, sizeof(pos.name), "%s", cmd);
+    st->outputs = json_incref(json_object_get(h, "outputs"));
     tlm_time_unit_parse(json_string_value(json_object_get(h, "time_unit")) ?: "auto",
                         &st->unit_seen, NULL);
     while ((rc = tlm_snap_next(r, &rec, err)) == 1) {
@@ -637,6 +668,27 @@ static int next_line(struct stage *st, const char **line, size_t *len, int timeo
     }
 }
 
+/* Cuts an output file (the same file the snapshot saw: device and inode) back to the
+ * size it had when the snapshot was taken: what the killed run wrote after it, perhaps
+ * ending in a torn line, is written again by this run. */
+static int cut_back(struct tlm_writer *w, json_t *rec, struct tlm_error *err)
+{
+    struct stat sb;
+    json_int_t size, dev, ino;
+    if (!w || !w->is_file || !rec ||
+        json_unpack(rec, "{sIsIsI}", "size", &size, "dev", &dev, "ino", &ino))
+        return 0;
+    if (fstat(w->fd, &sb) != 0 || (json_int_t)sb.st_dev != dev || (json_int_t)sb.st_ino != ino ||
+        sb.st_size <= size)
+        return 0;
+    if (ftruncate(w->fd, (off_t)size) != 0) {
+        tlm_error_at(err, w->name, 0, 0, -1);
+        return tlm_error_set(err, TLM_EIO, "cannot cut the output back to the snapshot: %s",
+                             strerror(errno));
+    }
+    return 0;
+}
+
 int stage_run(const struct cli_common *c, const struct stage_ops *ops)
 {
     struct stage st;
@@ -675,10 +727,18 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     }
     if (c->state && (rc = restore_snapshot(&st, &err)))
         goto fail;
-    /* after a restore the earlier output is kept: the run continues it */
+    /* after a restore the earlier output is kept: the run continues it, from where the
+     * snapshot was taken */
     if ((rc = tlm_writer_open(c->output, st.restored, &st.out, &err)))
         goto fail;
     if (c->reject && (rc = tlm_writer_open(c->reject, st.restored, &st.rej, &err)))
+        goto fail;
+    if (st.restored && ((rc = cut_back(st.out, json_object_get(st.outputs, "output"), &err)) ||
+                        (rc = cut_back(st.rej, json_object_get(st.outputs, "reject"), &err))))
+        goto fail;
+    /* a first snapshot before any output, so that even a run killed before its first
+     * checkpoint restarts cleanly */
+    if (c->state && !st.restored && (rc = save_snapshot(&st, &err)))
         goto fail;
     if (st.src)
         st.src->on_block(st.src->ctx, flush_out, &st);
@@ -785,6 +845,7 @@ fail:
     tlm_writer_close(st.out, NULL);
 done:
     tlm_reader_destroy(st.in);
+    json_decref(st.outputs);
     tlm_buf_free(&st.conv);
     tlm_jscan_destroy(st.scan);
     free(st.time_path.seg ? st.time_path.seg[0] : NULL);

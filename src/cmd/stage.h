@@ -108,6 +108,11 @@ int stage_run(const struct cli_common *common, const struct stage_ops *ops);
 /* The output writer (append rows to st's writer, then stage_end_row). */
 struct tlm_writer *stage_out(struct stage *st);
 int stage_end_row(struct stage *st, struct tlm_error *err);
+/* After appending n complete rows to stage_out(st)->buf directly: counts them and
+ * flushes past the high mark. */
+int stage_rows(struct stage *st, long n, struct tlm_error *err);
+/* Was the state restored from a snapshot? */
+int stage_restored(const struct stage *st);
 /* Writes the current line unchanged to the output. */
 int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error *err);
 /* Rejects the current line with a reason (printf-style). Returns 1 (on_event's "rejected"). */

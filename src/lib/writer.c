@@ -51,8 +51,19 @@ int tlm_writer_flush(struct tlm_writer *w, struct tlm_error *err)
     while (off < w->buf.len) {
         size_t n = w->buf.len - off;
         ssize_t got;
-        if (n > PIECE)
-            n = PIECE;
+        if (n > PIECE) {
+            /* end each write on a line boundary, so that a process killed between two
+             * writes leaves whole lines (a line longer than a piece goes in one write) */
+            const char *p = w->buf.data + off, *nl = NULL;
+            for (size_t i = PIECE; i > 0; i--)
+                if (p[i - 1] == '\n') {
+                    nl = p + i - 1;
+                    break;
+                }
+            if (!nl)
+                nl = memchr(w->buf.data + off + PIECE, '\n', n - PIECE);
+            n = nl ? (size_t)(nl - (w->buf.data + off)) + 1 : n;
+        }
         got = write(w->fd, w->buf.data + off, n);
         if (got < 0) {
             if (errno == EINTR)

@@ -4,7 +4,8 @@
  * Lines collect in one large buffer (struct tlm_buf) that is written out when it passes
  * 1 MiB, when the stage's input has nothing ready (the reader's on_block hook calls
  * tlm_writer_flush), and at the end. Each write(2) is at most 64 KiB, the default pipe
- * buffer, so that a chain of stages runs in parallel instead of taking turns. A reader
+ * buffer, so that a chain of stages runs in parallel instead of taking turns, and ends
+ * on a line boundary, so that a killed process leaves only whole lines behind. A reader
  * that went away (`| head`) makes calls fail with TLM_EPIPE, which the command layer
  * treats as a quiet end; any other failed write is an error.
  */

@@ -63,6 +63,21 @@ test_expect_success 'SIGKILL at random points with --checkpoint-interval loses n
     test "$(wc -l < out5)" -ge 200000
 '
 
+test_expect_success 'with -o FILE a restart cuts the output back: exactly once after SIGKILL' '
+    rm -f s8 out8 &&
+    i=0 &&
+    while [ $i -lt 5 ]; do
+        i=$((i + 1))
+        "$TELEM" ingest --state s8 --checkpoint-interval 1ms -o out8 ev.zst &
+        pid=$! &&
+        sleep 0.0$(( (i * 53) % 9 + 1 )) &&
+        kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null;
+        true
+    done &&
+    "$TELEM" ingest --state s8 -o out8 ev.zst &&
+    test_cmp ev out8
+'
+
 test_expect_success 'a snapshot taken under other time options is refused' '
     "$TELEM" ingest --time-field timestamp --state s6 ev > /dev/null &&
     { "$TELEM" ingest --time-field timestamp --max-out-of-order 5s --state s6 ev > out 2> err; test $? = 1; } &&
