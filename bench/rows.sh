@@ -29,3 +29,8 @@ row ingest-tokens --check=lines \
     --note='reads DATA_TOKENS (seed 000 tokens key-metric-value, one per line); jq splits each token as telem does (program in DATA_TOKENS_JQ: capture("^(?<key>.*)-(?<metric>[^-]*)-(?<value>[^-]*)$") | .value |= tonumber)' \
     '$TELEM ingest -f tokens "$DATA_TOKENS"' 'cat "$DATA_TOKENS"' \
     'jq -cR -f "$DATA_TOKENS_JQ" "$DATA_TOKENS"'
+
+row window-tumble --check=telemlines \
+    --note='per device and minute: count, mean, p50, p99 of cpuUsage; mlr groups by deviceId and a minute field it computes (stats1 has no event-time windows)' \
+    '$TELEM window --key deviceId --tumble 1m --agg "count, avg(cpuUsage), p50(cpuUsage), p99(cpuUsage)" --no-watermarks' \
+    'mlr --ijson $MLR_JSONL put '"'"'$minute = int($timestamp / 60000)'"'"' then stats1 -a count,mean,p50,p99 -f cpuUsage -g deviceId,minute'

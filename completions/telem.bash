@@ -102,6 +102,14 @@ _telem()
             COMPREPLY=($(compgen -W 's ms us ns' -- "$cur"))
             return 0
             ;;
+        window:--sketch)
+            COMPREPLY=($(compgen -W 'tdigest ddsketch' -- "$cur"))
+            return 0
+            ;;
+        window:--fill)
+            COMPREPLY=($(compgen -W 'last zero' -- "$cur"))
+            return 0
+            ;;
         ingest:--listen)
             # the start of each URL form, without a space after it; readline replaces
             # only what follows the last ":" typed

@@ -69,6 +69,12 @@ function __telem_complete
             case '*:--time-unit-out' 'gen:--unit'
                 printf "$pre%s\n" s ms us ns
                 return
+            case 'window:--sketch'
+                printf "$pre%s\n" tdigest ddsketch
+                return
+            case 'window:--fill'
+                printf "$pre%s\n" last zero
+                return
             case 'ingest:--listen'
                 # (fish adds no space after a candidate ending in ":")
                 printf "$pre%s\n" tcp://127.0.0.1: udp://127.0.0.1: unix:

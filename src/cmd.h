@@ -14,5 +14,6 @@ struct telem_cmd {
 int cmd_gen(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_window(int argc, char **argv);
 
 #endif

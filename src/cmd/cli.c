@@ -33,6 +33,7 @@ const struct cli_opt cli_opts_time[] = {
 const struct cli_opt cli_opts_state[] = {
     { "state", CLI_KEY_STATE, "<file>", "restore from and snapshot to <file> (zstd)" },
     { "checkpoint-interval", CLI_KEY_CHECKPOINT, "<dur>", "also snapshot every <dur> of wall time" },
+    { "drain", CLI_KEY_DRAIN, NULL, "with --state: at the end of input, end time (fire all) before the snapshot" },
     { NULL, 0, NULL, NULL },
 };
 
@@ -278,6 +279,7 @@ static int common_option(struct cli_common *c, const struct cli_opt *o, const ch
     case CLI_KEY_NO_WM: c->no_watermarks = 1; return 1;
     case CLI_KEY_STATE: c->state = arg; return 1;
     case CLI_KEY_CHECKPOINT: c->checkpoint_interval = cli_duration(o->name, arg); return 1;
+    case CLI_KEY_DRAIN: c->drain = 1; return 1;
     case CLI_KEY_REJECT: c->reject = arg; return 1;
     case CLI_KEY_STRICT: c->strict = 1; return 1;
     case CLI_KEY_STATS: c->stats = 1; return 1;

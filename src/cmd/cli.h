@@ -54,6 +54,7 @@ struct cli_common {
     int no_watermarks;            /* --no-watermarks */
     const char *state;            /* --state */
     int64_t checkpoint_interval;  /* --checkpoint-interval, ns, 0 = on exit only */
+    int drain;                    /* --drain: end time at the end of input, then snapshot */
     const char *reject;           /* --reject */
     int strict;                   /* --strict */
     int stats;                    /* --stats */
@@ -64,7 +65,7 @@ struct cli_common {
 enum {
     CLI_KEY_TIME_FIELD = 256, CLI_KEY_TIME_UNIT, CLI_KEY_MAX_OOO, CLI_KEY_IDLE,
     CLI_KEY_WM_INTERVAL, CLI_KEY_NO_WM, CLI_KEY_STATE, CLI_KEY_CHECKPOINT, CLI_KEY_REJECT,
-    CLI_KEY_STRICT, CLI_KEY_STATS, CLI_KEY_PROGRESS, CLI_KEY_VERSION, CLI_KEY_LIST_OPTIONS,
+    CLI_KEY_STRICT, CLI_KEY_DRAIN, CLI_KEY_STATS, CLI_KEY_PROGRESS, CLI_KEY_VERSION, CLI_KEY_LIST_OPTIONS,
     CLI_KEY_CMD = 512 /* commands number their own long-only options from here */
 };
 

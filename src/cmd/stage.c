@@ -802,12 +802,13 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
 
     if (!got_stop && (rc = convert_finish(&st, &err)))
         goto fail;
-    if (c->state) {
-        if ((rc = save_snapshot(&st, &err)))
-            goto fail;
-    } else if (!got_stop && ops->on_end && (rc = ops->on_end(ops->ctx, &st, &err))) {
+    /* the end of input ends time, unless the state is kept for a next run (--state
+     * without --drain) or a signal stopped the run */
+    if (!got_stop && (!c->state || c->drain) && ops->on_end &&
+        (rc = ops->on_end(ops->ctx, &st, &err)))
         goto fail;
-    }
+    if (c->state && (rc = save_snapshot(&st, &err)))
+        goto fail;
     if (show)
         show_progress(&st, now_s(), 1);
     if (c->stats)

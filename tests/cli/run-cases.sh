@@ -10,8 +10,8 @@
 #   stdout:                        the exact expected standard output
 #   stderr:                        the exact expected standard error (default: not checked)
 #   exit: 0                        the expected exit status (default 0)
-#   state: split                   also run in two halves through one --state file and
-#                                  expect the same stdout
+#   state: split                   also run in two halves through one --state file (the
+#                                  second with --drain) and expect the same stdout
 #   output: NAME                   after the run, file NAME must equal the lines below
 #
 # Runs in a fresh temporary directory per case, so relative fixture names work.
@@ -84,7 +84,7 @@ for c in $cases; do
         for f in "$t"/file.*; do [ -e "$f" ] && cp "$f" "$t/run2/${f##*/file.}"; done
         (cd "$t/run2" && eval "set -- $args" &&
             "$TELEM" "$@" --state "$t/state.zst" < "$t/in1" > "$t/s.out" 2>/dev/null &&
-            "$TELEM" "$@" --state "$t/state.zst" < "$t/in2" >> "$t/s.out" 2>/dev/null)
+            "$TELEM" "$@" --state "$t/state.zst" --drain < "$t/in2" >> "$t/s.out" 2>/dev/null)
         if [ -f "$t/stdout" ] && ! cmp -s "$t/stdout" "$t/s.out"; then
             why="output through a snapshot differs"
             cp "$t/s.out" "$t/got.out"

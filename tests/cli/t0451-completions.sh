@@ -24,6 +24,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir "$work/bin" "$work/dir"
 ln -s "$TELEM" "$work/bin/telem"
 ln -s "$TELEM" "$work/bin/telem-gen"
+ln -s "$TELEM" "$work/bin/telem-window"
 : > "$work/dir/xa.ndjson"
 : > "$work/dir/xb.ndjson"
 : > "$work/dir/y"
@@ -56,6 +57,14 @@ telem ingest --listen u|udp://127.0.0.1: unix:|=|=
 telem ingest --archive y|yd|<files>|yd/
 telem gen --unit _|s ms us ns|=|=
 telem gen --rate _||=|=
+telem window --sketch _|tdigest ddsketch|=|=
+telem window --sketch d|ddsketch|=|=
+telem window --sketch=t|tdigest|=|--sketch=tdigest
+telem window --fill _|last zero|=|=
+telem window --fill z|zero|=|=
+telem-window --fill l|last|=|=
+telem window --every _||=|=
+telem window --late x|xa.ndjson xb.ndjson|<files>|=
 telem ingest --reject x|xa.ndjson xb.ndjson|<files>|=
 telem ingest --reject=x|xa.ndjson xb.ndjson|<files>|--reject=xa.ndjson --reject=xb.ndjson
 telem ingest -o _|xa.ndjson xb.ndjson y yd|<files>|xa.ndjson xb.ndjson y yd/

@@ -1,0 +1,1040 @@
+/*
+ * window.c - the keyed event-time window engine (see window.h for the semantics).
+ *
+ * Data layout. A key (struct wkey) is found through an open-addressing table keyed by
+ * the rendered text of its key fields ("deviceId":"device-11"), which is also what rows
+ * start with. Each key holds its open windows (struct win) in a small array sorted by
+ * start; a window carries the aggregate state block inline. For tumbling and sliding
+ * windows every window also belongs to a range (struct range: one [start, end) across
+ * keys, in a sorted array), and ranges fire in order; a range is freed once the
+ * watermark is past its end - 1 ms + lateness. Session windows fire from a min-heap of
+ * (fire time, sequence); entries are checked when popped, so merged or extended
+ * sessions need no heap surgery.
+ *
+ * Invariants: a key's windows are sorted by start and never overlap for sessions; a
+ * window is in exactly one range (aligned kinds); fired ranges are a prefix of the
+ * range array until cleaned up.
+ */
+#include "window.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jwrite.h"
+
+#define MS TLM_NS_PER_MS
+
+struct win {
+    struct wkey *key;
+    int64_t start, end;
+    uint64_t seq;        /* creation order: ties in the session heap */
+    int32_t revision;    /* rows emitted so far for this window */
+    uint8_t fired;
+    unsigned char state[] __attribute__((aligned(16))); /* tlm_aggs state block */
+};
+
+struct wkey {
+    uint64_t hash;
+    uint32_t klen;
+    uint32_t nwin, capwin;
+    uint64_t order;      /* first-seen order */
+    struct win **wins;   /* sorted by start */
+    char *last;          /* --fill last: aggregate text of the last row, or NULL */
+    char text[];         /* rendered key fields, klen bytes + NUL */
+};
+
+struct range {
+    int64_t start, end;
+    int fired;
+    int32_t revision;    /* top-N: rows emitted for the range */
+    size_t n, cap;
+    struct win **wins;   /* in arrival order */
+};
+
+struct timer {
+    int64_t at;
+    uint64_t seq;        /* identifies the window within the key (starts move on merges) */
+    struct wkey *key;
+};
+
+struct slot {
+    uint64_t hash;       /* of the key text; the slot is free when k is NULL */
+    struct wkey *k;
+};
+
+struct tlm_window {
+    struct tlm_window_opts o;
+    const struct tlm_aggs *aggs;
+    size_t state_size;
+    enum tlm_time_unit unit;
+    char **key_names;
+    char **key_prefix;     /* "name": per key field, rendered once */
+    size_t *key_prefix_len;
+
+    struct slot *tab;    /* open addressing, power of two, at most half full */
+    size_t tab_cap, nkeys;
+    struct wkey **keys;  /* in first-seen order, for fill and snapshots */
+    size_t keys_cap;
+
+    struct range **ranges; /* aligned kinds: sorted by start */
+    size_t nranges, ranges_cap;
+    int64_t next_fill;     /* fill: start of the next range due to fire */
+    int fill_started;
+
+    struct timer *heap;    /* sessions */
+    size_t nheap, heap_cap;
+
+    int64_t last_wm;       /* watermark at the last advance */
+    uint64_t seq;
+    long long open, fired, revisions, bytes;
+    struct tlm_buf tmp;
+};
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    return h;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    size_t c = *cap ? *cap : 4;
+    void *np;
+    if (need <= *cap)
+        return 0;
+    while (c < need)
+        c *= 2;
+    np = realloc(*p, c * elem);
+    if (!np)
+        return TLM_ENOMEM;
+    *p = np;
+    *cap = c;
+    return 0;
+}
+
+/* ---- create / destroy ----------------------------------------------------------- */
+
+struct tlm_window *tlm_window_create(const struct tlm_window_opts *o, const struct tlm_aggs *aggs,
+                                     struct tlm_error *err)
+{
+    struct tlm_window *w;
+    if (o->kind == TLM_WIN_SLIDE) {
+        if (o->every <= 0 || o->size <= 0 || o->size % o->every != 0) {
+            tlm_error_set(err, TLM_EINVAL, "--slide must be a whole multiple of --every");
+            return NULL;
+        }
+    } else if (o->kind == TLM_WIN_TUMBLE) {
+        if (o->size <= 0) {
+            tlm_error_set(err, TLM_EINVAL, "--tumble must be longer than 0");
+            return NULL;
+        }
+    } else if (o->kind == TLM_WIN_SESSION) {
+        if (o->gap <= 0) {
+            tlm_error_set(err, TLM_EINVAL, "--session gap must be longer than 0");
+            return NULL;
+        }
+        if (o->fill) {
+            tlm_error_set(err, TLM_EINVAL, "--fill applies to --tumble and --slide windows");
+            return NULL;
+        }
+    } else {
+        tlm_error_set(err, TLM_EINVAL, "no window kind");
+        return NULL;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    w->o = *o;
+    if (o->kind == TLM_WIN_TUMBLE)
+        w->o.every = o->size;
+    w->aggs = aggs;
+    w->state_size = tlm_aggs_state_size(aggs);
+    w->unit = TLM_UNIT_MS;
+    w->last_wm = TLM_TIME_MIN;
+    w->tab_cap = 1024;
+    w->tab = calloc(w->tab_cap, sizeof(*w->tab));
+    w->key_names = calloc(o->nkeys + 1, sizeof(char *));
+    if (!w->tab || !w->key_names) {
+        tlm_window_destroy(w);
+        tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    w->key_prefix = calloc(o->nkeys + 1, sizeof(char *));
+    w->key_prefix_len = calloc(o->nkeys + 1, sizeof(size_t));
+    if (!w->key_prefix || !w->key_prefix_len) {
+        tlm_window_destroy(w);
+        tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < o->nkeys; i++) {
+        struct tlm_buf b = TLM_BUF_INIT;
+        if (!(w->key_names[i] = strdup(o->key_names[i])) ||
+            tlm_json_put_string(&b, o->key_names[i], strlen(o->key_names[i])) ||
+            tlm_buf_putc(&b, ':')) {
+            tlm_buf_free(&b);
+            tlm_window_destroy(w);
+            tlm_error_set(err, TLM_ENOMEM, "out of memory (or a key name that is not UTF-8)");
+            return NULL;
+        }
+        w->key_prefix[i] = b.data;
+        w->key_prefix_len[i] = b.len;
+    }
+    w->o.key_names = (const char *const *)w->key_names;
+    return w;
+}
+
+static void free_win(struct tlm_window *w, struct win *x)
+{
+    tlm_aggs_free(w->aggs, x->state);
+    free(x);
+}
+
+void tlm_window_destroy(struct tlm_window *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->nkeys; i++) {
+        struct wkey *k = w->keys[i];
+        for (uint32_t j = 0; j < k->nwin; j++)
+            free_win(w, k->wins[j]);
+        free(k->wins);
+        free(k->last);
+        free(k);
+    }
+    for (size_t i = 0; i < w->nranges; i++) {
+        free(w->ranges[i]->wins);
+        free(w->ranges[i]);
+    }
+    for (size_t i = 0; w->key_names && i < w->o.nkeys; i++)
+        free(w->key_names[i]);
+    for (size_t i = 0; w->key_prefix && i < w->o.nkeys; i++)
+        free(w->key_prefix[i]);
+    free(w->key_names);
+    free(w->key_prefix);
+    free(w->key_prefix_len);
+    free(w->ranges);
+    free(w->heap);
+    free(w->keys);
+    free(w->tab);
+    tlm_buf_free(&w->tmp);
+    free(w);
+}
+
+void tlm_window_set_unit(struct tlm_window *w, enum tlm_time_unit unit)
+{
+    w->unit = unit == TLM_UNIT_AUTO ? TLM_UNIT_MS : unit;
+}
+
+/* ---- keys ----------------------------------------------------------------------- */
+
+/* Renders the key fields into w->tmp: "name":value,... (null for an absent field; a
+ * string with escapes in its canonical form, so that equal strings are one key). */
+static int render_key(struct tlm_window *w, const struct tlm_jval *keys)
+{
+    struct tlm_buf *b = &w->tmp;
+    int rc = 0;
+    tlm_buf_reset(b);
+    for (size_t i = 0; i < w->o.nkeys && rc == 0; i++) {
+        const struct tlm_jval *v = &keys[i];
+        if (i)
+            rc |= tlm_buf_putc(b, ',');
+        rc |= tlm_buf_append(b, w->key_prefix[i], w->key_prefix_len[i]);
+        if (v->type == TLM_JNONE) {
+            rc |= tlm_buf_puts(b, "null");
+        } else if (v->type == TLM_JSTRING && v->escaped) {
+            struct tlm_buf s = TLM_BUF_INIT;
+            rc |= tlm_jval_string(v, &s);
+            rc |= tlm_json_put_string(b, s.data ? s.data : "", s.len);
+            tlm_buf_free(&s);
+        } else {
+            rc |= tlm_buf_append(b, v->p, v->n);
+        }
+    }
+    if (!b->data)
+        rc |= tlm_buf_puts(b, "");
+    return rc ? TLM_ENOMEM : 0;
+}
+
+static int tab_insert(struct tlm_window *w, struct wkey *k)
+{
+    size_t j;
+    if ((w->nkeys + 1) * 2 > w->tab_cap) {
+        size_t ncap = w->tab_cap * 2;
+        struct slot *nt = calloc(ncap, sizeof(*nt));
+        if (!nt)
+            return TLM_ENOMEM;
+        for (size_t i = 0; i < w->tab_cap; i++) {
+            if (!w->tab[i].k)
+                continue;
+            j = w->tab[i].hash & (ncap - 1);
+            while (nt[j].k)
+                j = (j + 1) & (ncap - 1);
+            nt[j] = w->tab[i];
+        }
+        free(w->tab);
+        w->tab = nt;
+        w->tab_cap = ncap;
+    }
+    j = k->hash & (w->tab_cap - 1);
+    while (w->tab[j].k)
+        j = (j + 1) & (w->tab_cap - 1);
+    w->tab[j].hash = k->hash;
+    w->tab[j].k = k;
+    return 0;
+}
+
+/* The key whose rendered text is text/n, created when absent (NULL on OOM). The slot
+ * holds the hash, so a probe touches a key only when its hash matches. */
+static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
+{
+    uint64_t h = hash_bytes(text, n);
+    size_t j = h & (w->tab_cap - 1);
+    struct wkey *k;
+    for (; w->tab[j].k; j = (j + 1) & (w->tab_cap - 1)) {
+        k = w->tab[j].k;
+        if (w->tab[j].hash == h && k->klen == n && memcmp(k->text, text, n) == 0)
+            return k;
+    }
+    k = calloc(1, sizeof(*k) + n + 1);
+    if (!k)
+        return NULL;
+    k->hash = h;
+    k->klen = (uint32_t)n;
+    memcpy(k->text, text, n);
+    k->order = w->nkeys;
+    if (grow((void **)&w->keys, &w->keys_cap, w->nkeys + 1, sizeof(*w->keys)) ||
+        tab_insert(w, k)) {
+        free(k);
+        return NULL;
+    }
+    w->keys[w->nkeys++] = k;
+    w->bytes += (long long)(sizeof(*k) + n + 1 + 3 * sizeof(void *));
+    return k;
+}
+
+static struct win *find_win(struct wkey *k, int64_t start)
+{
+    for (uint32_t i = 0; i < k->nwin; i++)
+        if (k->wins[i]->start == start)
+            return k->wins[i];
+    return NULL;
+}
+
+static struct win *find_win_seq(struct wkey *k, uint64_t seq)
+{
+    for (uint32_t i = 0; i < k->nwin; i++)
+        if (k->wins[i]->seq == seq)
+            return k->wins[i];
+    return NULL;
+}
+
+static struct win *new_win(struct tlm_window *w, struct wkey *k, int64_t start, int64_t end)
+{
+    struct win *x = calloc(1, sizeof(*x) + w->state_size);
+    uint32_t i;
+    size_t cap = k->capwin;
+    if (!x)
+        return NULL;
+    if (grow((void **)&k->wins, &cap, (size_t)k->nwin + 1, sizeof(*k->wins))) {
+        free(x);
+        return NULL;
+    }
+    k->capwin = (uint32_t)cap;
+    x->key = k;
+    x->start = start;
+    x->end = end;
+    x->seq = w->seq++;
+    tlm_aggs_init(w->aggs, x->state);
+    for (i = k->nwin; i > 0 && k->wins[i - 1]->start > start; i--)
+        k->wins[i] = k->wins[i - 1];
+    k->wins[i] = x;
+    k->nwin++;
+    w->open++;
+    return x;
+}
+
+static void drop_win(struct tlm_window *w, struct win *x)
+{
+    struct wkey *k = x->key;
+    for (uint32_t i = 0; i < k->nwin; i++) {
+        if (k->wins[i] == x) {
+            memmove(&k->wins[i], &k->wins[i + 1], (k->nwin - i - 1) * sizeof(*k->wins));
+            k->nwin--;
+            break;
+        }
+    }
+    w->open--;
+    free_win(w, x);
+}
+
+/* ---- rows ----------------------------------------------------------------------- */
+
+static int put_time(struct tlm_buf *b, tlm_time_t t, enum tlm_time_unit unit)
+{
+    return tlm_json_put_int(b, tlm_time_to_unit(t, unit));
+}
+
+/* One row for window x (or for key k over [start,end) with a fill text). */
+static int put_row(struct tlm_window *w, struct wkey *k, int64_t start, int64_t end,
+                   struct win *x, const char *fill, int32_t revision, long rank, int final,
+                   struct tlm_buf *out)
+{
+    int rc = tlm_buf_putc(out, '{');
+    if (w->o.nkeys) {
+        rc |= tlm_buf_append(out, k->text, k->klen);
+        rc |= tlm_buf_putc(out, ',');
+    }
+    rc |= tlm_buf_puts(out, "\"window_start\":");
+    rc |= put_time(out, start, w->unit);
+    rc |= tlm_buf_puts(out, ",\"window_end\":");
+    rc |= put_time(out, end, w->unit);
+    if (x) {
+        size_t at = out->len;
+        rc |= tlm_aggs_write(w->aggs, x->state, out);
+        if (w->o.fill == TLM_FILL_LAST && rc == 0) {
+            char *copy = malloc(out->len - at + 1);
+            if (copy) {
+                memcpy(copy, out->data + at, out->len - at);
+                copy[out->len - at] = '\0';
+                free(k->last);
+                k->last = copy;
+            }
+        }
+    } else if (fill) {
+        rc |= tlm_buf_puts(out, fill);
+    }
+    if (rank > 0)
+        rc |= tlm_buf_printf(out, ",\"rank\":%ld", rank);
+    rc |= tlm_buf_printf(out, ",\"revision\":%ld", (long)revision);
+    if (w->o.emit_every)
+        rc |= tlm_buf_puts(out, final ? ",\"final\":true" : ",\"final\":false");
+    rc |= tlm_buf_puts(out, "}\n");
+    if (revision > 0)
+        w->revisions++;
+    w->fired++;
+    return rc ? TLM_ENOMEM : 0;
+}
+
+static int emit_win(struct tlm_window *w, struct win *x, int final, struct tlm_buf *out,
+                    long *rows)
+{
+    int rc = put_row(w, x->key, x->start, x->end, x, NULL, x->revision, 0, final, out);
+    x->revision++;
+    (*rows)++;
+    return rc;
+}
+
+/* ---- ranges (tumbling, sliding) --------------------------------------------------- */
+
+static struct range *find_range(struct tlm_window *w, int64_t start, size_t *pos)
+{
+    size_t lo = 0, hi = w->nranges;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (w->ranges[mid]->start < start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *pos = lo;
+    return (lo < w->nranges && w->ranges[lo]->start == start) ? w->ranges[lo] : NULL;
+}
+
+static struct range *get_range(struct tlm_window *w, int64_t start)
+{
+    size_t pos;
+    struct range *r = find_range(w, start, &pos);
+    if (r)
+        return r;
+    if (grow((void **)&w->ranges, &w->ranges_cap, w->nranges + 1, sizeof(*w->ranges)))
+        return NULL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->start = start;
+    r->end = start + w->o.size;
+    memmove(&w->ranges[pos + 1], &w->ranges[pos], (w->nranges - pos) * sizeof(*w->ranges));
+    w->ranges[pos] = r;
+    w->nranges++;
+    return r;
+}
+
+struct ranked {
+    double v;
+    struct win *x;
+};
+
+static int cmp_ranked_desc(const void *a, const void *b)
+{
+    const struct ranked *p = a, *q = b;
+    int pn = isnan(p->v), qn = isnan(q->v);
+    if (pn != qn)
+        return pn - qn; /* rows without a value rank last */
+    if (!pn && p->v != q->v)
+        return p->v > q->v ? -1 : 1;
+    int c = strcmp(p->x->key->text, q->x->key->text);
+    return c;
+}
+
+static int cmp_ranked_asc(const void *a, const void *b)
+{
+    const struct ranked *p = a, *q = b;
+    int pn = isnan(p->v), qn = isnan(q->v);
+    if (pn != qn)
+        return pn - qn;
+    if (!pn && p->v != q->v)
+        return p->v < q->v ? -1 : 1;
+    return strcmp(p->x->key->text, q->x->key->text);
+}
+
+/* Emits the rows of a range: all windows in arrival order, or the top N. */
+static int emit_range(struct tlm_window *w, struct range *r, int final, struct tlm_buf *out,
+                      long *rows)
+{
+    int rc = 0;
+    if (w->o.top_n <= 0) {
+        for (size_t i = 0; i < r->n && rc == 0; i++)
+            rc = emit_win(w, r->wins[i], final, out, rows);
+    } else {
+        struct ranked *v = malloc((r->n ? r->n : 1) * sizeof(*v));
+        size_t n = r->n;
+        if (!v)
+            return TLM_ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+            v[i].x = r->wins[i];
+            v[i].v = tlm_aggs_value(w->aggs, r->wins[i]->state, (size_t)w->o.top_by);
+        }
+        qsort(v, n, sizeof(*v), w->o.top_asc ? cmp_ranked_asc : cmp_ranked_desc);
+        if ((long)n > w->o.top_n)
+            n = (size_t)w->o.top_n;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            rc = put_row(w, v[i].x->key, r->start, r->end, v[i].x, NULL, r->revision,
+                         (long)i + 1, final, out);
+            (*rows)++;
+        }
+        r->revision++;
+        free(v);
+    }
+    return rc;
+}
+
+/* Fill rows for keys without a window in range [start, end). */
+static int emit_fill(struct tlm_window *w, int64_t start, int64_t end, struct range *r,
+                     struct tlm_buf *out, long *rows)
+{
+    int rc = 0;
+    struct tlm_buf zero = TLM_BUF_INIT;
+    if (w->o.fill == TLM_FILL_NONE)
+        return 0;
+    if (w->o.fill == TLM_FILL_ZERO) {
+        /* the aggregates of an empty window: count 0, the others null */
+        unsigned char *st = calloc(1, w->state_size ? w->state_size : 1);
+        if (!st)
+            return TLM_ENOMEM;
+        tlm_aggs_init(w->aggs, st);
+        rc = tlm_aggs_write(w->aggs, st, &zero);
+        tlm_aggs_free(w->aggs, st);
+        free(st);
+        if (rc)
+            return TLM_ENOMEM;
+    }
+    for (size_t i = 0; i < w->nkeys && rc == 0; i++) {
+        struct wkey *k = w->keys[i];
+        if (find_win(k, start))
+            continue;
+        if (w->o.fill == TLM_FILL_LAST && !k->last)
+            continue; /* no row yet to repeat */
+        int32_t rev = 0;
+        if (w->o.lateness > 0) {
+            /* a late event may still come for this key and window: keep an empty window,
+             * so that its row is a revision of this one, never a second revision 0 */
+            struct range *rr = r ? r : get_range(w, start);
+            struct win *x;
+            if (!rr || !(x = new_win(w, k, start, end)) ||
+                grow((void **)&rr->wins, &rr->cap, rr->n + 1, sizeof(*rr->wins))) {
+                rc = TLM_ENOMEM;
+                break;
+            }
+            rr->fired = 1;
+            rr->wins[rr->n++] = x;
+            rev = x->revision++;
+        }
+        rc = put_row(w, k, start, end, NULL,
+                     w->o.fill == TLM_FILL_LAST ? k->last : (zero.data ? zero.data : ""), rev, 0,
+                     1, out);
+        (*rows)++;
+    }
+    tlm_buf_free(&zero);
+    return rc;
+}
+
+static void free_range(struct tlm_window *w, size_t pos)
+{
+    struct range *r = w->ranges[pos];
+    for (size_t i = 0; i < r->n; i++)
+        drop_win(w, r->wins[i]);
+    free(r->wins);
+    free(r);
+    memmove(&w->ranges[pos], &w->ranges[pos + 1], (w->nranges - pos - 1) * sizeof(*w->ranges));
+    w->nranges--;
+}
+
+static int fire_ready_ranges(struct tlm_window *w, tlm_time_t wm, int finishing,
+                             struct tlm_buf *out, long *rows)
+{
+    int rc = 0;
+    for (size_t i = 0; i < w->nranges && rc == 0; i++) {
+        struct range *r = w->ranges[i];
+        if (r->fired)
+            continue;
+        if (!finishing && r->end - MS > wm)
+            break;
+        /* fill: ranges with no event at all before this one fire too */
+        if (w->o.fill && w->fill_started) {
+            while (w->next_fill < r->start && rc == 0) {
+                rc = emit_fill(w, w->next_fill, w->next_fill + w->o.size, NULL, out, rows);
+                w->next_fill += w->o.every;
+            }
+        }
+        r->fired = 1;
+        if (rc == 0)
+            rc = emit_range(w, r, 1, out, rows);
+        if (rc == 0)
+            rc = emit_fill(w, r->start, r->end, r, out, rows);
+        if (!w->fill_started || r->start + w->o.every > w->next_fill) {
+            w->next_fill = r->start + w->o.every;
+            w->fill_started = 1;
+        }
+    }
+    /* fill past the last range with events, as the watermark goes on */
+    if (w->o.fill && w->fill_started && !finishing) {
+        while (rc == 0 && w->next_fill + w->o.size - MS <= wm) {
+            size_t pos;
+            if (find_range(w, w->next_fill, &pos))
+                break;
+            rc = emit_fill(w, w->next_fill, w->next_fill + w->o.size, NULL, out, rows);
+            w->next_fill += w->o.every;
+        }
+    }
+    /* free what is past its lateness (or everything at the end) */
+    while (rc == 0 && w->nranges && w->ranges[0]->fired &&
+           (finishing || w->ranges[0]->end - MS + w->o.lateness <= wm))
+        free_range(w, 0);
+    return rc;
+}
+
+/* ---- sessions ------------------------------------------------------------------- */
+
+static int timer_less(const struct timer *a, const struct timer *b)
+{
+    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
+static int heap_push(struct tlm_window *w, int64_t at, struct win *x)
+{
+    size_t i;
+    if (grow((void **)&w->heap, &w->heap_cap, w->nheap + 1, sizeof(*w->heap)))
+        return TLM_ENOMEM;
+    i = w->nheap++;
+    w->heap[i] = (struct timer){ at, x->seq, x->key };
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!timer_less(&w->heap[i], &w->heap[p]))
+            break;
+        struct timer t = w->heap[i];
+        w->heap[i] = w->heap[p];
+        w->heap[p] = t;
+        i = p;
+    }
+    return 0;
+}
+
+static struct timer heap_pop(struct tlm_window *w)
+{
+    struct timer top = w->heap[0];
+    size_t i = 0;
+    w->heap[0] = w->heap[--w->nheap];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < w->nheap && timer_less(&w->heap[l], &w->heap[m]))
+            m = l;
+        if (r < w->nheap && timer_less(&w->heap[r], &w->heap[m]))
+            m = r;
+        if (m == i)
+            break;
+        struct timer t = w->heap[i];
+        w->heap[i] = w->heap[m];
+        w->heap[m] = t;
+        i = m;
+    }
+    return top;
+}
+
+static int fire_sessions(struct tlm_window *w, tlm_time_t wm, int finishing, struct tlm_buf *out,
+                         long *rows)
+{
+    int rc = 0;
+    while (rc == 0 && w->nheap && (finishing || w->heap[0].at <= wm)) {
+        struct timer t = heap_pop(w);
+        struct win *x = find_win_seq(t.key, t.seq);
+        if (!x)
+            continue; /* merged away */
+        if (!x->fired) {
+            if (!finishing && x->end - MS > t.at) {
+                rc = heap_push(w, x->end - MS, x); /* extended since: later */
+                continue;
+            }
+            if (!finishing && x->end - MS > wm) {
+                rc = heap_push(w, x->end - MS, x);
+                continue;
+            }
+            x->fired = 1;
+            rc = emit_win(w, x, 1, out, rows);
+            if (rc == 0 && !finishing && w->o.lateness > 0) {
+                rc = heap_push(w, x->end - MS + w->o.lateness, x);
+                continue;
+            }
+        } else if (!finishing && x->end - MS + w->o.lateness > wm) {
+            rc = heap_push(w, x->end - MS + w->o.lateness, x);
+            continue;
+        }
+        drop_win(w, x);
+    }
+    return rc;
+}
+
+static int add_session(struct tlm_window *w, struct wkey *k, const struct tlm_jval *vals,
+                       json_t *partial, tlm_time_t ts, tlm_time_t wm, struct tlm_buf *out,
+                       long *rows, struct tlm_error *err)
+{
+    int64_t start = ts, end = ts + w->o.gap;
+    struct win *x = NULL;
+    int rc;
+    /* Flink's rule: sessions that intersect or touch ([a,b] and [c,d] with a <= d and
+     * c <= b) merge; the window the event ends up in decides whether it is late */
+    for (uint32_t i = 0; i < k->nwin; i++) {
+        struct win *s = k->wins[i];
+        if (s->start <= end && start <= s->end) {
+            if (s->start < start)
+                start = s->start;
+            if (s->end > end)
+                end = s->end;
+        }
+    }
+    if (end - MS + w->o.lateness <= wm)
+        return 1; /* the merged session would be past its lateness */
+    for (uint32_t i = 0; i < k->nwin;) {
+        struct win *s = k->wins[i];
+        if (s->start <= end && start <= s->end) {
+            if (!x) {
+                x = s;
+                i++;
+                continue;
+            }
+            if ((rc = tlm_aggs_merge(w->aggs, x->state, s->state)))
+                return tlm_error_set(err, rc, "out of memory");
+            if (s->revision > x->revision)
+                x->revision = s->revision;
+            x->fired |= s->fired;
+            drop_win(w, s); /* removes it from k->wins: do not advance i */
+            continue;
+        }
+        i++;
+    }
+    if (!x) {
+        if (!(x = new_win(w, k, start, end)))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        if ((rc = heap_push(w, end - MS, x)))
+            return tlm_error_set(err, rc, "out of memory");
+    } else {
+        x->start = start;
+        x->end = end;
+        /* keep the key's windows sorted by start after x grew */
+        for (uint32_t i = 1; i < k->nwin; i++)
+            for (uint32_t j = i; j > 0 && k->wins[j - 1]->start > k->wins[j]->start; j--) {
+                struct win *t = k->wins[j];
+                k->wins[j] = k->wins[j - 1];
+                k->wins[j - 1] = t;
+            }
+    }
+    if ((rc = tlm_aggs_add(w->aggs, x->state, vals, partial, ts, err)))
+        return rc;
+    if (x->end - MS <= wm) {
+        /* due: a late event within lateness for a session that fired (a revision), or
+         * a session created behind the watermark: it is emitted at once */
+        x->fired = 1;
+        rc = emit_win(w, x, 1, out, rows);
+        if (rc == 0)
+            rc = heap_push(w, x->end - MS + w->o.lateness, x);
+        return rc ? tlm_error_set(err, rc, "out of memory") : 0;
+    }
+    if (x->fired) {
+        /* the session grew past the watermark: it fires again when the watermark
+         * reaches its new end */
+        x->fired = 0;
+        if ((rc = heap_push(w, x->end - MS, x)))
+            return tlm_error_set(err, rc, "out of memory");
+    }
+    return 0;
+}
+
+/* ---- events --------------------------------------------------------------------- */
+
+int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
+                   const struct tlm_jval *vals, json_t *partial, tlm_time_t ts,
+                   tlm_time_t wm, struct tlm_buf *out, long *rows, struct tlm_error *err)
+{
+    struct wkey *k;
+    int rc, kept = 0;
+    if (render_key(w, keys))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    k = get_key(w, w->tmp.data, w->tmp.len);
+    if (!k)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    if (w->o.kind == TLM_WIN_SESSION)
+        return add_session(w, k, vals, partial, ts, wm, out, rows, err);
+
+    int64_t last = floor_div(ts - w->o.offset, w->o.every) * w->o.every + w->o.offset;
+    for (int64_t s = last; s > ts - w->o.size; s -= w->o.every) {
+        int64_t end = s + w->o.size;
+        struct win *x;
+        struct range *r;
+        if (end - MS + w->o.lateness <= wm)
+            continue; /* this window is past its lateness */
+        if (!(r = get_range(w, s)))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        x = find_win(k, s);
+        if (!x) {
+            if (!(x = new_win(w, k, s, end)) ||
+                grow((void **)&r->wins, &r->cap, r->n + 1, sizeof(*r->wins)))
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            r->wins[r->n++] = x;
+        }
+        if ((rc = tlm_aggs_add(w->aggs, x->state, vals, partial, ts, err)))
+            return rc;
+        kept = 1;
+        if (end - MS > wm)
+            continue; /* not due yet */
+        /* due: the range fired already (this is a revision), or it was created behind
+         * the watermark by an event that is late but within lateness (it fires now) */
+        r->fired = 1;
+        /* the range has fired: this update is a revision (or a first row if new) */
+        rc = w->o.top_n > 0 ? emit_range(w, r, 1, out, rows) : emit_win(w, x, 1, out, rows);
+        if (rc)
+            return tlm_error_set(err, rc, "out of memory");
+    }
+    return kept ? 0 : 1;
+}
+
+/* Early rows for windows not yet final, each time event time crosses emit_every. */
+static int emit_early(struct tlm_window *w, tlm_time_t wm, struct tlm_buf *out, long *rows)
+{
+    int rc = 0;
+    if (!w->o.emit_every || w->last_wm == TLM_TIME_MIN ||
+        floor_div(wm, w->o.emit_every) == floor_div(w->last_wm, w->o.emit_every))
+        return 0;
+    if (w->o.kind == TLM_WIN_SESSION) {
+        for (size_t i = 0; i < w->nkeys && rc == 0; i++)
+            for (uint32_t j = 0; j < w->keys[i]->nwin && rc == 0; j++)
+                if (!w->keys[i]->wins[j]->fired)
+                    rc = emit_win(w, w->keys[i]->wins[j], 0, out, rows);
+    } else {
+        for (size_t i = 0; i < w->nranges && rc == 0; i++)
+            if (!w->ranges[i]->fired)
+                rc = emit_range(w, w->ranges[i], 0, out, rows);
+    }
+    return rc;
+}
+
+int tlm_window_advance(struct tlm_window *w, tlm_time_t wm, struct tlm_buf *out, long *rows,
+                       struct tlm_error *err)
+{
+    int rc = w->o.kind == TLM_WIN_SESSION ? fire_sessions(w, wm, 0, out, rows)
+                                          : fire_ready_ranges(w, wm, 0, out, rows);
+    if (rc == 0)
+        rc = emit_early(w, wm, out, rows);
+    w->last_wm = wm;
+    return rc ? tlm_error_set(err, rc, "out of memory") : 0;
+}
+
+int tlm_window_finish(struct tlm_window *w, struct tlm_buf *out, long *rows,
+                      struct tlm_error *err)
+{
+    int rc = w->o.kind == TLM_WIN_SESSION ? fire_sessions(w, TLM_TIME_MAX, 1, out, rows)
+                                          : fire_ready_ranges(w, TLM_TIME_MAX, 1, out, rows);
+    return rc ? tlm_error_set(err, rc, "out of memory") : 0;
+}
+
+/* ---- snapshots ------------------------------------------------------------------ */
+
+int tlm_window_save(struct tlm_window *w, int (*put)(void *arg, const char *line, size_t n),
+                    void *arg, struct tlm_error *err)
+{
+    struct tlm_buf b = TLM_BUF_INIT;
+    int rc = 0;
+    rc |= tlm_buf_printf(&b, "{\"kind\":\"engine\",\"next_fill\":%lld,\"fill_started\":%d,"
+                             "\"last_wm\":%lld,\"seq\":%llu}",
+                         (long long)w->next_fill, w->fill_started, (long long)w->last_wm,
+                         (unsigned long long)w->seq);
+    if (rc || put(arg, b.data, b.len))
+        goto fail;
+    /* keys in first-seen order (with the fill text), then windows */
+    for (size_t i = 0; i < w->nkeys; i++) {
+        struct wkey *k = w->keys[i];
+        tlm_buf_reset(&b);
+        rc |= tlm_buf_puts(&b, "{\"kind\":\"key\",\"key\":");
+        rc |= tlm_json_put_string(&b, k->text, k->klen);
+        if (k->last) {
+            rc |= tlm_buf_puts(&b, ",\"last\":");
+            rc |= tlm_json_put_string(&b, k->last, strlen(k->last));
+        }
+        rc |= tlm_buf_putc(&b, '}');
+        if (rc || put(arg, b.data, b.len))
+            goto fail;
+    }
+    for (size_t i = 0; i < w->nranges; i++) {
+        struct range *r = w->ranges[i];
+        tlm_buf_reset(&b);
+        rc |= tlm_buf_printf(&b, "{\"kind\":\"range\",\"start\":%lld,\"fired\":%d,\"rev\":%ld}",
+                             (long long)r->start, r->fired, (long)r->revision);
+        if (rc || put(arg, b.data, b.len))
+            goto fail;
+    }
+    /* windows: for aligned kinds in range order (arrival order within a range) */
+    for (size_t i = 0; i < (w->o.kind == TLM_WIN_SESSION ? w->nkeys : w->nranges); i++) {
+        size_t n = w->o.kind == TLM_WIN_SESSION ? w->keys[i]->nwin : w->ranges[i]->n;
+        for (size_t j = 0; j < n; j++) {
+            struct win *x = w->o.kind == TLM_WIN_SESSION ? w->keys[i]->wins[j] : w->ranges[i]->wins[j];
+            tlm_buf_reset(&b);
+            rc |= tlm_buf_puts(&b, "{\"kind\":\"window\",\"key\":");
+            rc |= tlm_json_put_string(&b, x->key->text, x->key->klen);
+            rc |= tlm_buf_printf(&b, ",\"start\":%lld,\"end\":%lld,\"seq\":%llu,\"rev\":%ld,"
+                                     "\"fired\":%d,\"aggs\":",
+                                 (long long)x->start, (long long)x->end,
+                                 (unsigned long long)x->seq, (long)x->revision, x->fired);
+            rc |= tlm_aggs_save(w->aggs, x->state, &b);
+            rc |= tlm_buf_putc(&b, '}');
+            if (rc || put(arg, b.data, b.len))
+                goto fail;
+        }
+    }
+    tlm_buf_free(&b);
+    return 0;
+fail:
+    tlm_buf_free(&b);
+    return tlm_error_set(err, TLM_EIO, "cannot write the window state");
+}
+
+int tlm_window_load(struct tlm_window *w, const json_t *rec, struct tlm_error *err)
+{
+    const char *kind = json_string_value(json_object_get(rec, "kind"));
+    if (!kind)
+        return tlm_error_set(err, TLM_ESTATE, "window state record without a kind");
+    if (strcmp(kind, "engine") == 0) {
+        json_int_t nf, fs, lw, seq;
+        if (json_unpack((json_t *)rec, "{sIsIsIsI}", "next_fill", &nf, "fill_started", &fs,
+                        "last_wm", &lw, "seq", &seq))
+            return tlm_error_set(err, TLM_ESTATE, "bad engine record");
+        w->next_fill = nf;
+        w->fill_started = (int)fs;
+        w->last_wm = lw;
+        w->seq = (uint64_t)seq;
+        return 0;
+    }
+    const char *ktext = json_string_value(json_object_get(rec, "key"));
+    if (strcmp(kind, "key") == 0) {
+        const char *last = json_string_value(json_object_get(rec, "last"));
+        struct wkey *k;
+        if (!ktext)
+            return tlm_error_set(err, TLM_ESTATE, "bad key record");
+        k = get_key(w, ktext, json_string_length(json_object_get(rec, "key")));
+        if (!k)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        if (last && !(k->last = strdup(last)))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        return 0;
+    }
+    if (strcmp(kind, "range") == 0) {
+        json_int_t start, fired, rev;
+        struct range *r;
+        if (json_unpack((json_t *)rec, "{sIsIsI}", "start", &start, "fired", &fired, "rev", &rev))
+            return tlm_error_set(err, TLM_ESTATE, "bad range record");
+        if (!(r = get_range(w, start)))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        r->fired = (int)fired;
+        r->revision = (int32_t)rev;
+        return 0;
+    }
+    if (strcmp(kind, "window") == 0) {
+        json_int_t start, end, seq, rev, fired;
+        json_t *aggs = json_object_get(rec, "aggs");
+        struct wkey *k;
+        struct win *x;
+        char *text;
+        int rc;
+        if (!ktext || !aggs ||
+            json_unpack((json_t *)rec, "{sIsIsIsIsI}", "start", &start, "end", &end, "seq", &seq,
+                        "rev", &rev, "fired", &fired))
+            return tlm_error_set(err, TLM_ESTATE, "bad window record");
+        k = get_key(w, ktext, json_string_length(json_object_get(rec, "key")));
+        if (!k || !(x = new_win(w, k, start, end)))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        x->seq = (uint64_t)seq;
+        x->revision = (int32_t)rev;
+        x->fired = (uint8_t)fired;
+        text = json_dumps(aggs, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+        if (!text)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        tlm_aggs_free(w->aggs, x->state);
+        rc = tlm_aggs_load(w->aggs, x->state, text, strlen(text), err);
+        free(text);
+        if (rc)
+            return rc;
+        if (w->o.kind == TLM_WIN_SESSION) {
+            int64_t at = x->fired ? x->end - MS + w->o.lateness : x->end - MS;
+            return heap_push(w, at, x) ? tlm_error_set(err, TLM_ENOMEM, "out of memory") : 0;
+        }
+        struct range *r = get_range(w, start);
+        if (!r || grow((void **)&r->wins, &r->cap, r->n + 1, sizeof(*r->wins)))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        r->wins[r->n++] = x;
+        return 0;
+    }
+    return tlm_error_set(err, TLM_ESTATE, "unknown window state record '%s'", kind);
+}
+
+void tlm_window_stats(const struct tlm_window *w, struct tlm_window_stats *s)
+{
+    long long bytes = w->bytes;
+    for (size_t i = 0; i < w->nkeys; i++) {
+        struct wkey *k = w->keys[i];
+        bytes += (long long)(k->capwin * sizeof(void *));
+        for (uint32_t j = 0; j < k->nwin; j++)
+            bytes += (long long)(sizeof(struct win) + w->state_size + sizeof(void *) +
+                                 tlm_aggs_heap_bytes(w->aggs, k->wins[j]->state));
+    }
+    s->keys = (long long)w->nkeys;
+    s->open = w->open;
+    s->fired = w->fired;
+    s->revisions = w->revisions;
+    s->bytes = bytes;
+}
