@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "cmd.h"
 #include "expr.h"
+#include "jwrite.h"
 #include "stage.h"
 #include "window.h"
 
@@ -32,7 +33,7 @@ enum { K_KEY = CLI_KEY_CMD, K_TUMBLE, K_SLIDE, K_EVERY, K_SESSION, K_OFFSET, K_A
        K_LATENESS, K_LATE, K_EMIT_EVERY, K_TOP, K_BY, K_ASC, K_FILL, K_SKETCH, K_COMPRESSION };
 
 static const struct cli_opt window_opts[] = {
-    { "key", K_KEY, "<fields>", "group by these fields (comma-separated; default: one global group)" },
+    { "key", K_KEY, "<fields>", "group by these fields or expressions (comma-separated; default: one group)" },
     { "tumble", K_TUMBLE, "<dur>", "tumbling windows of this length" },
     { "slide", K_SLIDE, "<dur>", "sliding (hopping) windows of this length, with --every" },
     { "every", K_EVERY, "<dur>", "step of sliding windows" },
@@ -87,7 +88,16 @@ struct wctx {
     const char *late_path;
     const char *sketch_name;
     char *key_copy;
-    const char **key_names;
+    const char **key_names;          /* output names */
+    const char **key_fields;         /* per key: the field read, or the expression text */
+    struct tlm_expr **key_expr;      /* per key: NULL for a field, else its expression */
+    long *key_val;                   /* per key field: index of its value in the scan list */
+    int key_partial;                 /* some key is an expression */
+    size_t nkey_fields;              /* keys that are plain fields */
+    size_t nkey_expr_paths;          /* paths read by key expressions (after the filter's) */
+    const struct tlm_path **key_expr_paths;
+    long *key_expr_npaths;
+    struct tlm_buf keybuf;           /* computed key values, as JSON text */
     struct tlm_aggs *aggs;
     struct tlm_expr *where;
     struct tlm_window *win;
@@ -164,37 +174,103 @@ static void handle(int key, const char *arg, void *p)
 
 /* ---- fields ---------------------------------------------------------------------- */
 
-/* Splits "a,b.c" into paths (and output names "a", "b.c"). */
+/* Is t a plain (dotted) field name rather than an expression? */
+static int plain_field(const char *t)
+{
+    int start = 1;
+    for (; *t; t++) {
+        if (*t == '.') {
+            if (start)
+                return 0;
+            start = 1;
+        } else if ((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') || *t == '_' ||
+                   (!start && *t >= '0' && *t <= '9')) {
+            start = 0;
+        } else {
+            return 0;
+        }
+    }
+    return !start;
+}
+
+/* Splits "a, b.c, lower(site) as s" at top-level commas: each element is a field (a
+ * dotted name, or "$." and one) or an expression, optionally named with "as NAME". */
 static void parse_keys(struct wctx *c)
 {
-    size_t n = 1;
-    char *save = NULL;
+    size_t n = 1, k = 0;
+    int depth = 0;
+    char quote = 0, *t;
     if (!c->key_spec)
         return;
     for (const char *p = c->key_spec; *p; p++)
         n += *p == ',';
     c->key_copy = strdup(c->key_spec);
     c->key_names = calloc(n + 1, sizeof(char *));
-    if (!c->key_copy || !c->key_names)
+    c->key_fields = calloc(n + 1, sizeof(char *));
+    c->key_expr = calloc(n + 1, sizeof(*c->key_expr));
+    c->key_val = calloc(n + 1, sizeof(long));
+    if (!c->key_copy || !c->key_names || !c->key_fields || !c->key_expr || !c->key_val)
         cli_usage_error("out of memory");
-    n = 0;
-    if (c->key_spec[0] == ',' || strstr(c->key_spec, ",,") ||
-        c->key_spec[strlen(c->key_spec) - 1] == ',')
-        cli_usage_error("--key: empty field name in '%s'", c->key_spec);
-    for (char *t = strtok_r(c->key_copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    t = c->key_copy;
+    for (char *p = c->key_copy;; p++) {
+        if (quote) {
+            if (*p == '\\' && p[1])
+                p++;
+            else if (*p == quote)
+                quote = 0;
+            if (*p)
+                continue;
+        }
+        if (*p == '"' || *p == '\'') {
+            quote = *p;
+            continue;
+        }
+        if (*p == '(' || *p == '[' || *p == '{')
+            depth++;
+        else if (*p == ')' || *p == ']' || *p == '}')
+            depth--;
+        if (*p && (*p != ',' || depth > 0))
+            continue;
+        int end = !*p;
+        *p = '\0';
         while (*t == ' ')
             t++;
         size_t l = strlen(t);
         while (l && t[l - 1] == ' ')
             t[--l] = '\0';
         if (!*t)
-            cli_usage_error("--key: empty field name in '%s'", c->key_spec);
-        if (strncmp(t, "$.", 2) == 0)
+            cli_usage_error("--key: empty element in '%s'", c->key_spec);
+        char *name = t, *as = strstr(t, " as ");
+        if (as) {
+            *as = '\0';
+            name = as + 4;
+            while (*name == ' ')
+                name++;
+            if (!*name)
+                cli_usage_error("--key: a name is needed after 'as' in '%s'", c->key_spec);
+        }
+        if (strncmp(t, "$.", 2) == 0 && plain_field(t + 2)) {
             t += 2;
-        c->key_names[n++] = t;
+            if (!as)
+                name = t;
+        }
+        if (!plain_field(t)) {
+            struct tlm_error err;
+            tlm_error_clear(&err);
+            if (!(c->key_expr[k] = tlm_expr_compile(t, &err)))
+                cli_usage_error("--key: '%s': column %ld: %s", t, err.column, err.text);
+            c->key_partial = 1;
+        }
+        c->key_fields[k] = t;
+        c->key_names[k++] = name;
+        t = p + 1;
+        if (end)
+            break;
     }
+    if (k > 64)
+        cli_usage_error("--key: at most 64 keys");
     c->wo.key_names = c->key_names;
-    c->wo.nkeys = n;
+    c->wo.nkeys = k;
 }
 
 static int add_path(struct wctx *c, const struct tlm_path *src, char *const *segs, size_t nseg)
@@ -214,28 +290,52 @@ static void build_paths(struct wctx *c)
     c->whole = na < 0 || nw < 0;
     c->nagg_paths = na < 0 ? 0 : (size_t)na;
     c->nwhere_paths = nw < 0 ? 0 : (size_t)nw;
-    total = c->wo.nkeys + c->nagg_paths + c->nwhere_paths;
+    /* expression keys read their own paths (a whole event when one needs it) */
+    c->key_expr_paths = calloc(c->wo.nkeys + 1, sizeof(*c->key_expr_paths));
+    c->key_expr_npaths = calloc(c->wo.nkeys + 1, sizeof(long));
+    if (!c->key_expr_paths || !c->key_expr_npaths)
+        cli_usage_error("out of memory");
+    for (size_t i = 0; i < c->wo.nkeys; i++) {
+        if (!c->key_expr[i]) {
+            c->nkey_fields++;
+            continue;
+        }
+        c->key_expr_npaths[i] = tlm_expr_root_paths(c->key_expr[i], &c->key_expr_paths[i]);
+        if (c->key_expr_npaths[i] < 0)
+            c->whole = 1;
+        else
+            c->nkey_expr_paths += (size_t)c->key_expr_npaths[i];
+    }
+    total = c->nkey_fields + c->nagg_paths + c->nwhere_paths + c->nkey_expr_paths;
     c->paths = calloc(total ? total : 1, sizeof(*c->paths));
     if (!c->paths)
         cli_usage_error("out of memory");
     for (size_t i = 0; i < c->wo.nkeys; i++) {
+        if (c->key_expr[i]) {
+            c->key_val[i] = -1;
+            continue;
+        }
         /* a key "a.b" reads the member b of a */
         size_t nseg = 1;
-        for (const char *q = c->key_names[i]; *q; q++)
+        for (const char *q = c->key_fields[i]; *q; q++)
             nseg += *q == '.';
         char **segs = calloc(nseg, sizeof(char *));
-        char *copy = strdup(c->key_names[i]), *save = NULL;
+        char *copy = strdup(c->key_fields[i]), *save = NULL;
         size_t k = 0;
         if (!segs || !copy)
             cli_usage_error("out of memory");
         for (char *t = strtok_r(copy, ".", &save); t; t = strtok_r(NULL, ".", &save))
             segs[k++] = t;
+        c->key_val[i] = (long)c->npaths;
         add_path(c, NULL, segs, k);
     }
     for (size_t i = 0; i < c->nagg_paths; i++)
         add_path(c, &c->agg_paths[i], NULL, 0);
     for (size_t i = 0; i < c->nwhere_paths; i++)
         add_path(c, &c->where_paths[i], NULL, 0);
+    for (size_t i = 0; i < c->wo.nkeys; i++)
+        for (long j = 0; c->key_expr[i] && j < c->key_expr_npaths[i]; j++)
+            add_path(c, &c->key_expr_paths[i][j], NULL, 0);
     for (size_t i = 0; i < tlm_aggs_count(c->aggs); i++)
         if (tlm_aggs_arg_path(c->aggs, i) < 0 && tlm_aggs_has_arg(c->aggs, i))
             c->agg_partial = 1;
@@ -307,8 +407,9 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     long rows = 0;
     int rc;
 
+    struct tlm_jval keys[64];
     if (c->where) {
-        json_t *e = partial_event(c, ev, c->wo.nkeys + c->nagg_paths, c->nwhere_paths, err);
+        json_t *e = partial_event(c, ev, c->nkey_fields + c->nagg_paths, c->nwhere_paths, err);
         if (!e)
             return err->code;
         rc = tlm_expr_test(c->where, e, NULL, err);
@@ -320,13 +421,53 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
             return 0;
         }
     }
+    /* the key values: fields as scanned, expressions evaluated and written as JSON */
+    if (c->key_partial) {
+        size_t at[64];
+        json_t *e = partial_event(c, ev, c->nkey_fields + c->nagg_paths + c->nwhere_paths,
+                                  c->nkey_expr_paths, err);
+        if (!e)
+            return err->code;
+        tlm_buf_reset(&c->keybuf);
+        for (size_t i = 0; i < c->wo.nkeys; i++) {
+            json_t *v = NULL;
+            if (!c->key_expr[i])
+                continue;
+            rc = tlm_expr_eval(c->key_expr[i], e, NULL, &v, err);
+            if (rc < 0) {
+                json_decref(e);
+                return stage_reject(st, "--key %s: %s", c->key_fields[i], err->text);
+            }
+            at[i] = c->keybuf.len;
+            if (rc == 0)
+                keys[i].type = TLM_JNONE;
+            else if (tlm_json_write(&c->keybuf, v) != 0)
+                rc = TLM_ENOMEM;
+            else
+                keys[i].type = json_is_string(v) ? TLM_JSTRING : TLM_JINT;
+            keys[i].n = c->keybuf.len - at[i];
+            keys[i].escaped = 0;
+            json_decref(v);
+            if (rc < 0) {
+                json_decref(e);
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            }
+        }
+        json_decref(e);
+        for (size_t i = 0; i < c->wo.nkeys; i++)
+            if (c->key_expr[i])
+                keys[i].p = c->keybuf.data + at[i];
+    }
+    for (size_t i = 0; i < c->wo.nkeys; i++)
+        if (!c->key_expr[i])
+            keys[i] = ev->vals[c->key_val[i]];
     if (c->agg_partial || c->whole) {
-        partial = partial_event(c, ev, c->wo.nkeys, c->nagg_paths, err);
+        partial = partial_event(c, ev, c->nkey_fields, c->nagg_paths, err);
         if (!partial)
             return err->code;
     }
     tlm_window_set_unit(c->win, stage_time_unit(st));
-    rc = tlm_window_add(c->win, ev->vals, ev->vals + c->wo.nkeys, partial, ev->ts,
+    rc = tlm_window_add(c->win, keys, ev->vals + c->nkey_fields, partial, ev->ts,
                         stage_watermark(st), &w->buf, &rows, err);
     json_decref(partial);
     if (rc == 1)
@@ -511,9 +652,19 @@ int cmd_window(int argc, char **argv)
     tlm_expr_destroy(c.where);
     tlm_aggs_destroy(c.aggs);
     for (size_t i = 0; i < c.wo.nkeys; i++) {
-        free(c.paths[i].seg ? c.paths[i].seg[0] : NULL);
-        free(c.paths[i].seg);
+        if (c.key_expr[i]) {
+            tlm_expr_destroy(c.key_expr[i]);
+            continue;
+        }
+        free(c.paths[c.key_val[i]].seg ? c.paths[c.key_val[i]].seg[0] : NULL);
+        free(c.paths[c.key_val[i]].seg);
     }
+    free(c.key_expr);
+    free(c.key_val);
+    free(c.key_fields);
+    free(c.key_expr_paths);
+    free(c.key_expr_npaths);
+    tlm_buf_free(&c.keybuf);
     free(c.paths);
     free(c.key_names);
     free(c.key_copy);
