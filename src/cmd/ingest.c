@@ -371,6 +371,19 @@ static int save_entry(void *arg, uint64_t h1, uint64_t h2, tlm_time_t t)
 static int save(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err)
 {
     struct ingest *g = ctx;
+    if (g->fmt) {
+        /* the CSV header of the file being read, so a restart in its middle goes on */
+        struct tlm_buf b = TLM_BUF_INIT;
+        int rc = tlm_buf_puts(&b, "{\"kind\":\"format\",\"header\":");
+        size_t at = b.len;
+        rc |= tlm_fmt_save(g->fmt, &b);
+        if (rc == 0 && b.len > at) {
+            rc = tlm_buf_putc(&b, '}') || tlm_snap_put_raw(w, b.data, b.len, err);
+        }
+        tlm_buf_free(&b);
+        if (rc)
+            return tlm_error_set(err, TLM_EIO, "cannot write the format state");
+    }
     if (g->dedup && tlm_dedup_foreach(g->dedup, save_entry, w))
         return tlm_error_set(err, TLM_EIO, "cannot write the dedup state");
     return 0;
@@ -380,7 +393,22 @@ static int load(void *ctx, json_t *rec, struct tlm_error *err)
 {
     struct ingest *g = ctx;
     json_int_t t;
-    json_t *h;
+    json_t *h, *hdr = json_object_get(rec, "header");
+    if (g->fmt && json_is_array(hdr)) {
+        size_t n = json_array_size(hdr);
+        const char **names = calloc(n + 1, sizeof(*names));
+        int rc;
+        if (!names)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++)
+            if (!(names[i] = json_string_value(json_array_get(hdr, i)))) {
+                free(names);
+                return tlm_error_set(err, TLM_ESTATE, "bad format state record");
+            }
+        rc = tlm_fmt_restore(g->fmt, names, n, err);
+        free(names);
+        return rc;
+    }
     if (!g->dedup || json_unpack(rec, "{s:o,s:I}", "h", &h, "t", &t) || json_array_size(h) != 2)
         return tlm_error_set(err, TLM_ESTATE, "unexpected state record");
     /* written as signed integers by save_entry */

@@ -318,7 +318,9 @@ static json_t *stage_shape(struct stage *st)
     return o;
 }
 
-static int save_snapshot(struct stage *st, struct tlm_error *err)
+/* final: the snapshot written as the run ends cleanly (end of input, SIGINT, SIGTERM);
+ * nothing is written after it, so a restart from it has no output to take back. */
+static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
 {
     struct tlm_reader_pos pos;
     char created[48];
@@ -360,6 +362,7 @@ static int save_snapshot(struct stage *st, struct tlm_error *err)
         }
         if (outs)
             json_object_set_new(h, "outputs", outs);
+        json_object_set_new(h, "final", json_boolean(final));
     }
     json_t *s = stats_json(st);
     if (s)
@@ -410,7 +413,10 @@ static int restore_snapshot(struct stage *st, struct tlm_error *err)
         goto out;
     }
     snprintf(pos.name, sizeof(pos.name), "%s", cmd);
-    st->outputs = json_incref(json_object_get(h, "outputs"));
+    /* only a run that did not end cleanly left output after its last snapshot; after a
+     * clean end the files are left alone (whatever was appended since stays) */
+    if (!json_is_true(json_object_get(h, "final")))
+        st->outputs = json_incref(json_object_get(h, "outputs"));
     tlm_time_unit_parse(json_string_value(json_object_get(h, "time_unit")) ?: "auto",
                         &st->unit_seen, NULL);
     while ((rc = tlm_snap_next(r, &rec, err)) == 1) {
@@ -738,7 +744,7 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         goto fail;
     /* a first snapshot before any output, so that even a run killed before its first
      * checkpoint restarts cleanly */
-    if (c->state && !st.restored && (rc = save_snapshot(&st, &err)))
+    if (c->state && !st.restored && (rc = save_snapshot(&st, 0, &err)))
         goto fail;
     if (st.src)
         st.src->on_block(st.src->ctx, flush_out, &st);
@@ -791,7 +797,7 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
             double now = now_s();
             if (c->state && c->checkpoint_interval &&
                 (now - st.t_last_checkpoint) * 1e9 >= (double)c->checkpoint_interval) {
-                if ((rc = save_snapshot(&st, &err)))
+                if ((rc = save_snapshot(&st, 0, &err)))
                     goto fail;
                 st.t_last_checkpoint = now;
             }
@@ -800,14 +806,16 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         }
     }
 
-    if (!got_stop && (rc = convert_finish(&st, &err)))
+    /* a format's open record and header end with the input, unless the state is kept
+     * for a run over the rest of it (--state without --drain) */
+    if (!got_stop && (!c->state || c->drain) && (rc = convert_finish(&st, &err)))
         goto fail;
     /* the end of input ends time, unless the state is kept for a next run (--state
      * without --drain) or a signal stopped the run */
     if (!got_stop && (!c->state || c->drain) && ops->on_end &&
         (rc = ops->on_end(ops->ctx, &st, &err)))
         goto fail;
-    if (c->state && (rc = save_snapshot(&st, &err)))
+    if (c->state && (rc = save_snapshot(&st, 1, &err)))
         goto fail;
     if (show)
         show_progress(&st, now_s(), 1);

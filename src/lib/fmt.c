@@ -524,3 +524,14 @@ void fmt_names_free(struct fmt_names *s)
     s->off = s->len = NULL;
     s->n = s->cap = 0;
 }
+
+int tlm_fmt_save(struct tlm_fmt *f, struct tlm_buf *out)
+{
+    return f->ops->save ? f->ops->save(f, out) : 0;
+}
+
+int tlm_fmt_restore(struct tlm_fmt *f, const char *const *names, size_t n,
+                    struct tlm_error *err)
+{
+    return f->ops->restore ? f->ops->restore(f, names, n, err) : 0;
+}

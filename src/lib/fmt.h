@@ -195,4 +195,13 @@ int tlm_fmt_end(struct tlm_fmt *f, struct tlm_buf *out, struct tlm_error *err);
  * record still pending began (0 when none is pending). Always 0 for other formats. */
 long tlm_fmt_record_lines(const struct tlm_fmt *f);
 
+/* State a later run over the rest of the same input needs (the CSV header), appended to
+ * out as a JSON array of names; nothing is appended when there is none. Returns 0 or
+ * TLM_ENOMEM. */
+int tlm_fmt_save(struct tlm_fmt *f, struct tlm_buf *out);
+/* Takes back names saved by tlm_fmt_save (borrowed), as if the header had been read.
+ * Returns 0 or TLM_ESTATE. */
+int tlm_fmt_restore(struct tlm_fmt *f, const char *const *names, size_t n,
+                    struct tlm_error *err);
+
 #endif

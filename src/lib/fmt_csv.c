@@ -518,4 +518,44 @@ static void csv_destroy(struct tlm_fmt *f)
     f->state = NULL;
 }
 
-const struct fmt_ops fmt_csv_ops = { csv_init_fmt, csv_line, csv_end, csv_destroy };
+/* The header of the file being read, for a snapshot: a JSON array of the names. */
+static int csv_save(struct tlm_fmt *f, struct tlm_buf *out)
+{
+    struct csv_state *st = f->state;
+    int rc = 0;
+    if (st->fixed || !st->have_header)
+        return 0;
+    rc |= tlm_buf_putc(out, '[');
+    for (size_t i = 0; i < st->cols.n; i++) {
+        size_t n;
+        const char *name = col_name(&st->cols, i, &n);
+        if (i)
+            rc |= tlm_buf_putc(out, ',');
+        rc |= tlm_json_put_string(out, name, n);
+    }
+    rc |= tlm_buf_putc(out, ']');
+    return rc ? TLM_ENOMEM : 0;
+}
+
+/* Takes a header saved by csv_save, as if its row had just been read. */
+static int csv_restore(struct tlm_fmt *f, const char *const *names, size_t n,
+                       struct tlm_error *err)
+{
+    struct csv_state *st = f->state;
+    if (st->fixed)
+        return 0;
+    cols_clear(&st->cols);
+    st->time_col = -1;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+        if (cols_add(&st->cols, names[i], l, 1))
+            return tlm_error_set(err, TLM_ESTATE, "bad CSV header in the snapshot");
+        if (l == f->time_field_len && memcmp(names[i], f->time_field, l) == 0)
+            st->time_col = (long)i;
+    }
+    st->have_header = n > 0;
+    return 0;
+}
+
+const struct fmt_ops fmt_csv_ops = { csv_init_fmt, csv_line, csv_end, csv_destroy, csv_save,
+                                     csv_restore };

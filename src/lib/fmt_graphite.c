@@ -152,4 +152,4 @@ static int graphite_line(struct tlm_fmt *f, const char *line, size_t len, struct
 #undef TRY
 }
 
-const struct fmt_ops fmt_graphite_ops = { NULL, graphite_line, NULL, NULL };
+const struct fmt_ops fmt_graphite_ops = { NULL, graphite_line, NULL, NULL, NULL, NULL };

@@ -275,4 +275,4 @@ static int influx_line(struct tlm_fmt *f, const char *line, size_t len, struct t
 #undef SHOWTMP
 }
 
-const struct fmt_ops fmt_influx_ops = { NULL, influx_line, NULL, NULL };
+const struct fmt_ops fmt_influx_ops = { NULL, influx_line, NULL, NULL, NULL, NULL };

@@ -26,6 +26,9 @@ struct fmt_ops {
                 struct tlm_error *err);
     int (*end)(struct tlm_fmt *f, struct tlm_buf *out, struct tlm_error *err); /* may be NULL */
     void (*destroy)(struct tlm_fmt *f);                                        /* may be NULL */
+    int (*save)(struct tlm_fmt *f, struct tlm_buf *out);                       /* may be NULL */
+    int (*restore)(struct tlm_fmt *f, const char *const *names, size_t n,
+                   struct tlm_error *err);                                     /* may be NULL */
 };
 
 /* A set of names seen in one record, for "duplicate field" checks. Names are copied; the

@@ -438,4 +438,4 @@ static void prom_destroy(struct tlm_fmt *f)
     f->state = NULL;
 }
 
-const struct fmt_ops fmt_prom_ops = { prom_init, prom_line, prom_end, prom_destroy };
+const struct fmt_ops fmt_prom_ops = { prom_init, prom_line, prom_end, prom_destroy, NULL, NULL };

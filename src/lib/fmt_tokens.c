@@ -83,4 +83,4 @@ static int tokens_line(struct tlm_fmt *f, const char *line, size_t len, struct t
     return count;
 }
 
-const struct fmt_ops fmt_tokens_ops = { NULL, tokens_line, NULL, NULL };
+const struct fmt_ops fmt_tokens_ops = { NULL, tokens_line, NULL, NULL, NULL, NULL };

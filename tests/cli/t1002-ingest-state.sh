@@ -24,6 +24,23 @@ test_expect_success 'a log that grew continues where the snapshot stopped' '
     test_cmp want out2
 '
 
+test_expect_success 'a growing CSV file continues under its header' '
+    printf "a,b\n1,2\n" > grow.csv &&
+    "$TELEM" ingest -f csv --state s9 grow.csv > out &&
+    printf "3,4\n" >> grow.csv &&
+    "$TELEM" ingest -f csv --state s9 grow.csv >> out &&
+    printf "{\"a\":1,\"b\":2}\n{\"a\":3,\"b\":4}\n" > want &&
+    test_cmp want out
+'
+
+test_expect_success 'output appended after a clean end is left alone on restart' '
+    head -n 5 ev > five &&
+    "$TELEM" ingest --state s10 five > log &&
+    echo "{\"note\":\"written by someone else\"}" >> log &&
+    "$TELEM" ingest --state s10 five >> log &&
+    test "$(wc -l < log)" = 6
+'
+
 test_expect_success 'next hour'"'"'s log under the same name is read from its start' '
     head -n 10 ev > hour && "$TELEM" ingest --state s3 hour > /dev/null &&
     sed -n "11,20p" ev > hour && "$TELEM" ingest --state s3 hour > out &&
