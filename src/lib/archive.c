@@ -81,30 +81,7 @@ struct tlm_archive {
     int segments;
 };
 
-/* ---- calendar: hour index <-> YYYYMMDDTHH (H. Hinnant's days/civil algorithms) ------ */
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
+/* ---- calendar: hour index <-> YYYYMMDDTHH (time.h's days/civil conversions) ---------- */
 
 static int64_t floor_div(int64_t a, int64_t b)
 {
@@ -117,7 +94,7 @@ static void segment_name(char *buf, size_t n, int64_t hour, unsigned long long s
 {
     int64_t days = floor_div(hour, 24), y;
     unsigned m, d;
-    civil_from_days(days, &y, &m, &d);
+    tlm_civil_from_days(days, &y, &m, &d);
     snprintf(buf, n, "raw-%04lld%02u%02uT%02d-%06llu.ndjson.zst", (long long)y, m, d,
              (int)(hour - days * 24), seq);
 }
@@ -165,7 +142,7 @@ static int parse_segment_name(const char *s, int64_t *hour, unsigned long long *
     int64_t q;
     if (parse_digits(s + 16, (int)ndig, &q))
         return 0;
-    *hour = days_from_civil(ymd / 10000, m, d) * 24 + hh;
+    *hour = tlm_days_from_civil(ymd / 10000, m, d) * 24 + hh;
     *seq = (unsigned long long)q;
     return tmp ? 2 : 1;
 }

@@ -183,30 +183,6 @@ int fmt_bad(struct tlm_fmt *f, struct tlm_error *err, long column, const char *f
     return TLM_EPARSE;
 }
 
-/* Length of the valid UTF-8 sequence at p (p[0] >= 0x80), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-    if (c >= 0xc2 && c <= 0xdf)
-        return (avail >= 2 && (p[1] & 0xc0) == 0x80) ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0))
-            return 0;
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 const char *fmt_show(char *buf, size_t size, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -221,7 +197,7 @@ const char *fmt_show(char *buf, size_t size, const char *s, size_t n)
     while (i < n) {
         size_t k = 1;
         if (p[i] >= 0x80)
-            k = utf8_seq(p + i, n - i);
+            k = tlm_utf8_seq(p + i, n - i);
         if (o + (k ? k : 1) > limit) {
             memcpy(buf + o, "...", 3);
             o += 3;

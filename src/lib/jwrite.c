@@ -47,10 +47,9 @@ static const unsigned char plain[256] = {
 };
 
 /* Length of the valid UTF-8 sequence at p (p[0] >= 0x80, p < end), or 0. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+size_t tlm_utf8_seq(const unsigned char *p, size_t avail)
 {
     unsigned char c = p[0];
-    size_t avail = (size_t)(end - p);
     if (c >= 0xc2 && c <= 0xdf)
         return (avail >= 2 && (p[1] & 0xc0) == 0x80) ? 2 : 0;
     if (c >= 0xe0 && c <= 0xef) {
@@ -85,7 +84,7 @@ int tlm_json_put_string(struct tlm_buf *b, const char *str, size_t n)
             break;
         unsigned char c = *s;
         if (c >= 0x80) {
-            size_t k = utf8_len(s, end);
+            size_t k = tlm_utf8_seq(s, (size_t)(end - (s)));
             if (!k)
                 goto invalid;
             s += k;

@@ -48,4 +48,9 @@ int tlm_json_write_number(struct tlm_buf *b, double d);
  * to build them through its setters). */
 int tlm_json_write(struct tlm_buf *b, const json_t *v);
 
+/* Length of the valid UTF-8 sequence starting at p (p[0] >= 0x80, avail bytes readable):
+ * 2, 3 or 4, or 0 when it is not valid UTF-8 (overlong, surrogate, above U+10FFFF,
+ * truncated). The one UTF-8 check of the writers (jwrite, fmt). */
+size_t tlm_utf8_seq(const unsigned char *p, size_t avail);
+
 #endif

@@ -104,7 +104,7 @@ long long tlm_time_to_unit(tlm_time_t t, enum tlm_time_unit unit)
 
 /* ---- calendar --------------------------------------------------------------------- */
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+int64_t tlm_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -114,7 +114,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+void tlm_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -188,7 +188,7 @@ int tlm_time_parse_rfc3339(const char *s, size_t n, tlm_time_t *out, struct tlm_
         return tlm_error_set(err, TLM_EPARSE, "trailing characters after RFC 3339 time");
     if (sec == 60)
         sec = 59; /* a leap second is folded into the second before it */
-    int64_t days = days_from_civil(Y, (unsigned)M, (unsigned)D);
+    int64_t days = tlm_days_from_civil(Y, (unsigned)M, (unsigned)D);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - sign * (oh * 3600 + om * 60);
     if (secs > INT64_MAX / TLM_NS_PER_S - 1 || secs < INT64_MIN / TLM_NS_PER_S + 1)
         return tlm_error_set(err, TLM_ERANGE, "RFC 3339 time out of range (years 1677..2262)");
@@ -211,7 +211,7 @@ char *tlm_time_format_rfc3339(tlm_time_t t, char *buf, size_t n)
         rem += 86400;
         days--;
     }
-    civil_from_days(days, &y, &m, &d);
+    tlm_civil_from_days(days, &y, &m, &d);
     int len = snprintf(buf, n, "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d,
                        (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60));
     if (frac && len > 0 && (size_t)len < n) {

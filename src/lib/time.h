@@ -66,6 +66,11 @@ int tlm_time_parse_rfc3339(const char *s, size_t n, tlm_time_t *out, struct tlm_
  * without trailing zeros) into buf (>= 40 bytes). Returns buf. */
 char *tlm_time_format_rfc3339(tlm_time_t t, char *buf, size_t n);
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (m 1..12, d 1..31), and back
+ * (Howard Hinnant's days_from_civil / civil_from_days). */
+int64_t tlm_days_from_civil(int64_t y, unsigned m, unsigned d);
+void tlm_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
+
 /* Converts nanoseconds to unit (floor division for integers). */
 long long tlm_time_to_unit(tlm_time_t t, enum tlm_time_unit unit);
 
