@@ -32,19 +32,6 @@ static int graphite_line(struct tlm_fmt *f, const char *line, size_t len, struct
     int rc, have_time = 0;
     tlm_time_t t = 0;
 
-#define COL(ptr) ((long)((ptr) - line) + 1)
-#define BAD(ptr, ...)                                      \
-    do {                                                   \
-        out->len = mark;                                   \
-        if (out->data)                                     \
-            out->data[mark] = '\0';                        \
-        return fmt_bad(f, err, COL(ptr), __VA_ARGS__);     \
-    } while (0)
-#define TRY(x)                                             \
-    do {                                                   \
-        if (x)                                             \
-            return TLM_ENOMEM;                             \
-    } while (0)
 
     while (p < e && blank(*p))
         p++;
@@ -61,7 +48,7 @@ static int graphite_line(struct tlm_fmt *f, const char *line, size_t len, struct
         p++;
     ve = p;
     if (val == ve)
-        BAD(val, "missing value after path '%s'", fmt_show(show, sizeof(show), path,
+        FMT_BAD(val, "missing value after path '%s'", fmt_show(show, sizeof(show), path,
                                                             (size_t)(pe - path)));
 
     /* path and tags */
@@ -69,16 +56,16 @@ static int graphite_line(struct tlm_fmt *f, const char *line, size_t len, struct
     if (!q)
         q = pe;
     if (q == path)
-        BAD(path, "empty metric path");
-    TRY(tlm_buf_append(out, "{\"path\":", 8));
+        FMT_BAD(path, "empty metric path");
+    FMT_TRY(tlm_buf_append(out, "{\"path\":", 8));
     rc = tlm_json_put_string(out, path, (size_t)(q - path));
     if (rc == TLM_EINVAL)
-        BAD(path, "invalid UTF-8 in metric path");
-    TRY(rc);
+        FMT_BAD(path, "invalid UTF-8 in metric path");
+    FMT_TRY(rc);
     fmt_names_clear(&f->names);
-    TRY(fmt_names_add(&f->names, "path", 4) < 0);
-    TRY(fmt_names_add(&f->names, "value", 5) < 0);
-    TRY(fmt_names_add(&f->names, f->time_field, f->time_field_len) < 0);
+    FMT_TRY(fmt_names_add(&f->names, "path", 4) < 0);
+    FMT_TRY(fmt_names_add(&f->names, "value", 5) < 0);
+    FMT_TRY(fmt_names_add(&f->names, f->time_field, f->time_field_len) < 0);
     while (q < pe) {
         const char *tag = q + 1, *te, *eq;
         te = memchr(tag, ';', (size_t)(pe - tag));
@@ -87,34 +74,34 @@ static int graphite_line(struct tlm_fmt *f, const char *line, size_t len, struct
         eq = memchr(tag, '=', (size_t)(te - tag));
         fmt_show(show, sizeof(show), tag, (size_t)(te - tag));
         if (!eq || eq == tag || eq + 1 == te)
-            BAD(tag, "invalid tag '%s' (expected name=value)", show);
+            FMT_BAD(tag, "invalid tag '%s' (expected name=value)", show);
         for (const char *c = tag; c < eq; c++)
             if (*c == '!' || *c == '^')
-                BAD(c, "invalid character '%c' in tag name", *c);
+                FMT_BAD(c, "invalid character '%c' in tag name", *c);
         if (eq[1] == '~')
-            BAD(eq + 1, "tag value cannot start with '~'");
+            FMT_BAD(eq + 1, "tag value cannot start with '~'");
         rc = fmt_names_add(&f->names, tag, (size_t)(eq - tag));
-        TRY(rc < 0);
+        FMT_TRY(rc < 0);
         if (rc)
-            BAD(tag, "duplicate field '%s'", fmt_show(show, sizeof(show), tag, (size_t)(eq - tag)));
-        TRY(tlm_buf_putc(out, ','));
+            FMT_BAD(tag, "duplicate field '%s'", fmt_show(show, sizeof(show), tag, (size_t)(eq - tag)));
+        FMT_TRY(tlm_buf_putc(out, ','));
         rc = tlm_json_put_string(out, tag, (size_t)(eq - tag));
-        TRY(rc == TLM_ENOMEM || tlm_buf_putc(out, ':'));
+        FMT_TRY(rc == TLM_ENOMEM || tlm_buf_putc(out, ':'));
         if (rc == 0)
             rc = tlm_json_put_string(out, eq + 1, (size_t)(te - eq - 1));
         if (rc == TLM_EINVAL)
-            BAD(tag, "invalid UTF-8 in tag");
-        TRY(rc);
+            FMT_BAD(tag, "invalid UTF-8 in tag");
+        FMT_TRY(rc);
         q = te;
     }
 
     /* value */
-    TRY(tlm_buf_append(out, ",\"value\":", 9));
+    FMT_TRY(tlm_buf_append(out, ",\"value\":", 9));
     rc = fmt_put_float(out, val, (size_t)(ve - val));
     if (rc == TLM_EPARSE)
-        BAD(val, "value '%s' is not a number", fmt_show(show, sizeof(show), val,
+        FMT_BAD(val, "value '%s' is not a number", fmt_show(show, sizeof(show), val,
                                                          (size_t)(ve - val)));
-    TRY(rc);
+    FMT_TRY(rc);
 
     /* timestamp */
     while (p < e && blank(*p))
@@ -132,24 +119,21 @@ static int graphite_line(struct tlm_fmt *f, const char *line, size_t len, struct
             rc = fmt_read_time(ts, n, f->unit_in == TLM_UNIT_AUTO ? TLM_UNIT_S : f->unit_in, 0,
                                &t, &terr);
             if (rc == -1)
-                BAD(ts, "timestamp '%s' is not a number", show);
+                FMT_BAD(ts, "timestamp '%s' is not a number", show);
             if (rc)
-                BAD(ts, "%s", terr.text);
+                FMT_BAD(ts, "%s", terr.text);
             have_time = 1;
         }
         while (p < e && blank(*p))
             p++;
         if (p < e)
-            BAD(p, "unexpected '%s' after timestamp",
+            FMT_BAD(p, "unexpected '%s' after timestamp",
                 fmt_show(show, sizeof(show), p, (size_t)(e - p)));
     }
     if (have_time)
-        TRY(fmt_put_time(f, out, t));
-    TRY(tlm_buf_append(out, "}\n", 2));
+        FMT_TRY(fmt_put_time(f, out, t));
+    FMT_TRY(tlm_buf_append(out, "}\n", 2));
     return 1;
-#undef COL
-#undef BAD
-#undef TRY
 }
 
 const struct fmt_ops fmt_graphite_ops = { NULL, graphite_line, NULL, NULL, NULL, NULL };

@@ -66,19 +66,6 @@ static int influx_line(struct tlm_fmt *f, const char *line, size_t len, struct t
     int nomem = 0, rc;
     struct tlm_buf *tmp = &f->tmp;
 
-#define COL(ptr) ((long)((ptr) - line) + 1)
-#define BAD(ptr, ...)                                      \
-    do {                                                   \
-        out->len = mark;                                   \
-        if (out->data)                                     \
-            out->data[mark] = '\0';                        \
-        return fmt_bad(f, err, COL(ptr), __VA_ARGS__);     \
-    } while (0)
-#define TRY(x)                                             \
-    do {                                                   \
-        if (x)                                             \
-            return TLM_ENOMEM;                             \
-    } while (0)
 #define SHOWTMP() fmt_show(show, sizeof(show), tmp->data, tmp->len)
 
     while (p < e && (*p == ' ' || *p == '\t'))
@@ -89,85 +76,85 @@ static int influx_line(struct tlm_fmt *f, const char *line, size_t len, struct t
     /* measurement */
     at = p;
     p = scan_elem(p, e, E_MEASUREMENT, tmp, &nomem);
-    TRY(nomem);
+    FMT_TRY(nomem);
     if (tmp->len == 0)
-        BAD(at, "missing measurement");
-    TRY(tlm_buf_append(out, "{\"measurement\":", 15));
+        FMT_BAD(at, "missing measurement");
+    FMT_TRY(tlm_buf_append(out, "{\"measurement\":", 15));
     rc = tlm_json_put_string(out, tmp->data, tmp->len);
     if (rc == TLM_EINVAL)
-        BAD(at, "invalid UTF-8 in measurement");
-    TRY(rc);
+        FMT_BAD(at, "invalid UTF-8 in measurement");
+    FMT_TRY(rc);
     fmt_names_clear(&f->names);
-    TRY(fmt_names_add(&f->names, "measurement", 11) < 0);
-    TRY(fmt_names_add(&f->names, f->time_field, f->time_field_len) < 0);
+    FMT_TRY(fmt_names_add(&f->names, "measurement", 11) < 0);
+    FMT_TRY(fmt_names_add(&f->names, f->time_field, f->time_field_len) < 0);
 
     /* tags */
     while (p < e && *p == ',') {
         at = ++p;
         p = scan_elem(p, e, E_TAG_KEY, tmp, &nomem);
-        TRY(nomem);
+        FMT_TRY(nomem);
         if (tmp->len == 0)
-            BAD(at, "empty tag key");
+            FMT_BAD(at, "empty tag key");
         fmt_show(key, sizeof(key), tmp->data, tmp->len);
         if (p == e || *p != '=')
-            BAD(p, "expected '=' after tag key '%s'", key);
+            FMT_BAD(p, "expected '=' after tag key '%s'", key);
         rc = fmt_names_add(&f->names, tmp->data, tmp->len);
-        TRY(rc < 0);
+        FMT_TRY(rc < 0);
         if (rc)
-            BAD(at, "duplicate field '%s'", key);
-        TRY(tlm_buf_putc(out, ','));
+            FMT_BAD(at, "duplicate field '%s'", key);
+        FMT_TRY(tlm_buf_putc(out, ','));
         rc = tlm_json_put_string(out, tmp->data, tmp->len);
         if (rc == TLM_EINVAL)
-            BAD(at, "invalid UTF-8 in tag key");
-        TRY(rc || tlm_buf_putc(out, ':'));
+            FMT_BAD(at, "invalid UTF-8 in tag key");
+        FMT_TRY(rc || tlm_buf_putc(out, ':'));
         at = ++p;
         p = scan_elem(p, e, E_TAG_VALUE, tmp, &nomem);
-        TRY(nomem);
+        FMT_TRY(nomem);
         if (p < e && *p == '=')
-            BAD(p, "unescaped '=' in value of tag '%s' (write \\=)", key);
+            FMT_BAD(p, "unescaped '=' in value of tag '%s' (write \\=)", key);
         if (tmp->len == 0)
-            BAD(at, "empty value for tag '%s'", key);
+            FMT_BAD(at, "empty value for tag '%s'", key);
         rc = tlm_json_put_string(out, tmp->data, tmp->len);
         if (rc == TLM_EINVAL)
-            BAD(at, "invalid UTF-8 in value of tag '%s'", key);
-        TRY(rc);
+            FMT_BAD(at, "invalid UTF-8 in value of tag '%s'", key);
+        FMT_TRY(rc);
     }
     if (p == e)
-        BAD(p, "missing field set");
+        FMT_BAD(p, "missing field set");
     while (p < e && *p == ' ')
         p++;
     if (p == e)
-        BAD(p, "missing field set");
+        FMT_BAD(p, "missing field set");
 
     /* fields */
     for (;;) {
         const char *v;
         at = p;
         p = scan_elem(p, e, E_FIELD_KEY, tmp, &nomem);
-        TRY(nomem);
+        FMT_TRY(nomem);
         if (tmp->len == 0)
-            BAD(at, "empty field key");
+            FMT_BAD(at, "empty field key");
         fmt_show(key, sizeof(key), tmp->data, tmp->len);
         if (p == e || *p != '=')
-            BAD(p, "expected '=' after field key '%s'", key);
+            FMT_BAD(p, "expected '=' after field key '%s'", key);
         rc = fmt_names_add(&f->names, tmp->data, tmp->len);
-        TRY(rc < 0);
+        FMT_TRY(rc < 0);
         if (rc)
-            BAD(at, "duplicate field '%s'", key);
-        TRY(tlm_buf_putc(out, ','));
+            FMT_BAD(at, "duplicate field '%s'", key);
+        FMT_TRY(tlm_buf_putc(out, ','));
         rc = tlm_json_put_string(out, tmp->data, tmp->len);
         if (rc == TLM_EINVAL)
-            BAD(at, "invalid UTF-8 in field key");
-        TRY(rc || tlm_buf_putc(out, ':'));
+            FMT_BAD(at, "invalid UTF-8 in field key");
+        FMT_TRY(rc || tlm_buf_putc(out, ':'));
         v = ++p;
         if (p < e && *p == '"') {
             const char *run = ++p;
             tlm_buf_reset(tmp);
             for (;;) {
                 if (p == e)
-                    BAD(v, "unterminated string value of field '%s'", key);
+                    FMT_BAD(v, "unterminated string value of field '%s'", key);
                 if (*p == '\\' && p + 1 < e && (p[1] == '"' || p[1] == '\\')) {
-                    TRY(tlm_buf_append(tmp, run, (size_t)(p - run)));
+                    FMT_TRY(tlm_buf_append(tmp, run, (size_t)(p - run)));
                     run = p + 1;
                     p += 2;
                     continue;
@@ -176,61 +163,61 @@ static int influx_line(struct tlm_fmt *f, const char *line, size_t len, struct t
                     break;
                 p++;
             }
-            TRY(tlm_buf_append(tmp, run, (size_t)(p - run)));
+            FMT_TRY(tlm_buf_append(tmp, run, (size_t)(p - run)));
             p++;
             if (p < e && *p != ',' && *p != ' ')
-                BAD(p, "unexpected '%s' after string value of field '%s'",
+                FMT_BAD(p, "unexpected '%s' after string value of field '%s'",
                     fmt_show(show2, sizeof(show2), p, 1), key);
             rc = tlm_json_put_string(out, tmp->data, tmp->len);
             if (rc == TLM_EINVAL)
-                BAD(v, "invalid UTF-8 in string value of field '%s'", key);
-            TRY(rc);
+                FMT_BAD(v, "invalid UTF-8 in string value of field '%s'", key);
+            FMT_TRY(rc);
         } else {
             size_t n;
             while (p < e && *p != ',' && *p != ' ')
                 p++;
             n = (size_t)(p - v);
             if (n == 0)
-                BAD(v, "missing value for field '%s'", key);
+                FMT_BAD(v, "missing value for field '%s'", key);
             fmt_show(show, sizeof(show), v, n);
             if (v[n - 1] == 'i' && n > 1) {
                 long long iv;
                 rc = fmt_parse_int(v, n - 1, 0, &iv);
                 if (rc == -2)
-                    BAD(v, "integer %s of field '%s' is out of range", show, key);
+                    FMT_BAD(v, "integer %s of field '%s' is out of range", show, key);
                 if (rc)
-                    BAD(v, "value '%s' of field '%s' is not an integer", show, key);
-                TRY(tlm_json_put_int(out, iv));
+                    FMT_BAD(v, "value '%s' of field '%s' is not an integer", show, key);
+                FMT_TRY(tlm_json_put_int(out, iv));
             } else if (v[n - 1] == 'u' && n > 1) {
                 unsigned long long u = 0;
                 size_t i;
                 for (i = 0; i < n - 1 && fmt_is_digit((unsigned char)v[i]); i++) {
                     unsigned d = (unsigned)(v[i] - '0');
                     if (u > (UINT64_MAX - d) / 10)
-                        BAD(v, "unsigned integer %s of field '%s' is out of range", show, key);
+                        FMT_BAD(v, "unsigned integer %s of field '%s' is out of range", show, key);
                     u = u * 10 + d;
                 }
                 if (i != n - 1)
-                    BAD(v, "value '%s' of field '%s' is not an unsigned integer", show, key);
+                    FMT_BAD(v, "value '%s' of field '%s' is not an unsigned integer", show, key);
                 if (u <= INT64_MAX) {
-                    TRY(tlm_json_put_int(out, (long long)u));
+                    FMT_TRY(tlm_json_put_int(out, (long long)u));
                 } else {
                     char digits[24];
                     int dn = snprintf(digits, sizeof(digits), "%llu", u);
-                    TRY(tlm_json_put_string(out, digits, (size_t)dn));
+                    FMT_TRY(tlm_json_put_string(out, digits, (size_t)dn));
                 }
             } else if (is_word(v, n, "t") || is_word(v, n, "T") || is_word(v, n, "true") ||
                        is_word(v, n, "True") || is_word(v, n, "TRUE")) {
-                TRY(tlm_buf_append(out, "true", 4));
+                FMT_TRY(tlm_buf_append(out, "true", 4));
             } else if (is_word(v, n, "f") || is_word(v, n, "F") || is_word(v, n, "false") ||
                        is_word(v, n, "False") || is_word(v, n, "FALSE")) {
-                TRY(tlm_buf_append(out, "false", 5));
+                FMT_TRY(tlm_buf_append(out, "false", 5));
             } else {
                 rc = fmt_put_float(out, v, n);
                 if (rc == TLM_EPARSE)
-                    BAD(v, "value '%s' of field '%s' is not a number, boolean or quoted string",
+                    FMT_BAD(v, "value '%s' of field '%s' is not a number, boolean or quoted string",
                         show, key);
-                TRY(rc);
+                FMT_TRY(rc);
             }
         }
         if (p < e && *p == ',') {
@@ -253,25 +240,22 @@ static int influx_line(struct tlm_fmt *f, const char *line, size_t len, struct t
         fmt_show(show, sizeof(show), ts, (size_t)(p - ts));
         rc = fmt_parse_int(ts, (size_t)(p - ts), 0, &v);
         if (rc == -2)
-            BAD(ts, "timestamp %s is out of range", show);
+            FMT_BAD(ts, "timestamp %s is out of range", show);
         if (rc)
-            BAD(ts, "timestamp '%s' is not an integer", show);
+            FMT_BAD(ts, "timestamp '%s' is not an integer", show);
         tlm_error_clear(&terr);
         if (tlm_time_from_int(v, f->unit_in == TLM_UNIT_AUTO ? TLM_UNIT_NS : f->unit_in, &t,
                               &terr))
-            BAD(ts, "%s", terr.text);
+            FMT_BAD(ts, "%s", terr.text);
         while (p < e && *p == ' ')
             p++;
         if (p < e)
-            BAD(p, "unexpected '%s' after timestamp",
+            FMT_BAD(p, "unexpected '%s' after timestamp",
                 fmt_show(show, sizeof(show), p, (size_t)(e - p)));
-        TRY(fmt_put_time(f, out, t));
+        FMT_TRY(fmt_put_time(f, out, t));
     }
-    TRY(tlm_buf_append(out, "}\n", 2));
+    FMT_TRY(tlm_buf_append(out, "}\n", 2));
     return 1;
-#undef COL
-#undef BAD
-#undef TRY
 #undef SHOWTMP
 }
 

@@ -31,6 +31,24 @@ struct fmt_ops {
                    struct tlm_error *err);                                     /* may be NULL */
 };
 
+/* Shared by the line parsers (influx, graphite, prom), inside a function that has the
+ * locals line, mark (out->len on entry), out, f and err:
+ * FMT_COL(ptr): 1-based column of ptr in line; FMT_BAD(ptr, fmt, ...): roll out back to
+ * mark and report a bad record at ptr; FMT_TRY(x): return TLM_ENOMEM when x fails. */
+#define FMT_COL(ptr) ((long)((ptr) - line) + 1)
+#define FMT_BAD(ptr, ...)                                  \
+    do {                                                   \
+        out->len = mark;                                   \
+        if (out->data)                                     \
+            out->data[mark] = '\0';                        \
+        return fmt_bad(f, err, FMT_COL(ptr), __VA_ARGS__); \
+    } while (0)
+#define FMT_TRY(x)                                         \
+    do {                                                   \
+        if (x)                                             \
+            return TLM_ENOMEM;                             \
+    } while (0)
+
 /* A set of names seen in one record, for "duplicate field" checks. Names are copied; the
  * memory is kept between records (no allocation once warm). */
 struct fmt_names {

@@ -242,19 +242,6 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
     tlm_time_t t = 0;
     struct tlm_buf *tmp = &f->tmp;
 
-#define COL(ptr) ((long)((ptr) - line) + 1)
-#define BAD(ptr, ...)                                      \
-    do {                                                   \
-        out->len = mark;                                   \
-        if (out->data)                                     \
-            out->data[mark] = '\0';                        \
-        return fmt_bad(f, err, COL(ptr), __VA_ARGS__);     \
-    } while (0)
-#define TRY(x)                                             \
-    do {                                                   \
-        if (x)                                             \
-            return TLM_ENOMEM;                             \
-    } while (0)
 
     p = skip_blanks(p, e);
     if (p == e)
@@ -268,19 +255,19 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
         const char *te = name;
         while (te < e && !blank(*te) && *te != '{')
             te++;
-        BAD(name, "invalid metric name '%s'", fmt_show(show, sizeof(show), name,
+        FMT_BAD(name, "invalid metric name '%s'", fmt_show(show, sizeof(show), name,
                                                        (size_t)(te - name)));
     }
     p = ne;
     type = sample_type(st, name, (size_t)(ne - name));
-    TRY(tlm_buf_append(out, "{\"__name__\":", 12));
-    TRY(tlm_json_put_string(out, name, (size_t)(ne - name))); /* ASCII: cannot be invalid */
+    FMT_TRY(tlm_buf_append(out, "{\"__name__\":", 12));
+    FMT_TRY(tlm_json_put_string(out, name, (size_t)(ne - name))); /* ASCII: cannot be invalid */
     fmt_names_clear(&f->names);
-    TRY(fmt_names_add(&f->names, "__name__", 8) < 0);
-    TRY(fmt_names_add(&f->names, "value", 5) < 0);
-    TRY(fmt_names_add(&f->names, f->time_field, f->time_field_len) < 0);
+    FMT_TRY(fmt_names_add(&f->names, "__name__", 8) < 0);
+    FMT_TRY(fmt_names_add(&f->names, "value", 5) < 0);
+    FMT_TRY(fmt_names_add(&f->names, f->time_field, f->time_field_len) < 0);
     if (type)
-        TRY(fmt_names_add(&f->names, "type", 4) < 0);
+        FMT_TRY(fmt_names_add(&f->names, "type", 4) < 0);
 
     p = skip_blanks(p, e); /* "name {...}" is accepted as Prometheus does */
     if (p < e && *p == '{') {
@@ -293,42 +280,42 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
                 break;
             }
             if (p == e)
-                BAD(p, "unterminated label set (expected '}')");
+                FMT_BAD(p, "unterminated label set (expected '}')");
             ln = p;
             lne = scan_name(p, e, 0);
             if (lne == ln || (lne < e && !blank(*lne) && *lne != '=')) {
                 const char *te = ln;
                 while (te < e && !blank(*te) && *te != '=' && *te != ',' && *te != '}')
                     te++;
-                BAD(ln, "invalid label name '%s'", fmt_show(show, sizeof(show), ln,
+                FMT_BAD(ln, "invalid label name '%s'", fmt_show(show, sizeof(show), ln,
                                                             (size_t)(te - ln)));
             }
             fmt_show(label, sizeof(label), ln, (size_t)(lne - ln));
             p = skip_blanks(lne, e);
             if (p == e || *p != '=')
-                BAD(p, "expected '=' after label name '%s'", label);
+                FMT_BAD(p, "expected '=' after label name '%s'", label);
             p = skip_blanks(p + 1, e);
             if (p == e || *p != '"')
-                BAD(p, "expected '\"' to start the value of label '%s'", label);
+                FMT_BAD(p, "expected '\"' to start the value of label '%s'", label);
             q = p;
             run = ++p;
             tlm_buf_reset(tmp);
             for (;;) {
                 if (p == e)
-                    BAD(q, "unterminated value of label '%s'", label);
+                    FMT_BAD(q, "unterminated value of label '%s'", label);
                 if (*p == '\\') {
                     char c;
                     if (p + 1 == e)
-                        BAD(q, "unterminated value of label '%s'", label);
+                        FMT_BAD(q, "unterminated value of label '%s'", label);
                     switch (p[1]) {
                     case '\\': c = '\\'; break;
                     case '"': c = '"'; break;
                     case 'n': c = '\n'; break;
                     default:
-                        BAD(p, "bad escape '\\%s' in value of label '%s'",
+                        FMT_BAD(p, "bad escape '\\%s' in value of label '%s'",
                             fmt_show(show, sizeof(show), p + 1, 1), label);
                     }
-                    TRY(tlm_buf_append(tmp, run, (size_t)(p - run)) || tlm_buf_putc(tmp, c));
+                    FMT_TRY(tlm_buf_append(tmp, run, (size_t)(p - run)) || tlm_buf_putc(tmp, c));
                     p += 2;
                     run = p;
                     continue;
@@ -337,17 +324,17 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
                     break;
                 p++;
             }
-            TRY(tlm_buf_append(tmp, run, (size_t)(p - run)));
+            FMT_TRY(tlm_buf_append(tmp, run, (size_t)(p - run)));
             p++;
             rc = fmt_names_add(&f->names, ln, (size_t)(lne - ln));
-            TRY(rc < 0);
+            FMT_TRY(rc < 0);
             if (rc)
-                BAD(ln, "duplicate label '%s'", label);
-            TRY(fmt_put_key(out, 1, ln, (size_t)(lne - ln)));
+                FMT_BAD(ln, "duplicate label '%s'", label);
+            FMT_TRY(fmt_put_key(out, 1, ln, (size_t)(lne - ln)));
             rc = tlm_json_put_string(out, tmp->data, tmp->len);
             if (rc == TLM_EINVAL)
-                BAD(q, "invalid UTF-8 in value of label '%s'", label);
-            TRY(rc);
+                FMT_BAD(q, "invalid UTF-8 in value of label '%s'", label);
+            FMT_TRY(rc);
             p = skip_blanks(p, e);
             if (p < e && *p == ',') {
                 p++;
@@ -358,8 +345,8 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
                 break;
             }
             if (p == e)
-                BAD(p, "unterminated label set (expected '}')");
-            BAD(p, "expected ',' or '}' after label '%s'", label);
+                FMT_BAD(p, "unterminated label set (expected '}')");
+            FMT_BAD(p, "expected ',' or '}' after label '%s'", label);
         }
     }
 
@@ -369,12 +356,12 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
     while (p < e && !blank(*p))
         p++;
     if (v == p)
-        BAD(v, "missing value");
-    TRY(tlm_buf_append(out, ",\"value\":", 9));
+        FMT_BAD(v, "missing value");
+    FMT_TRY(tlm_buf_append(out, ",\"value\":", 9));
     rc = put_value(out, v, (size_t)(p - v));
     if (rc == TLM_EPARSE)
-        BAD(v, "value '%s' is not a number", fmt_show(show, sizeof(show), v, (size_t)(p - v)));
-    TRY(rc);
+        FMT_BAD(v, "value '%s' is not a number", fmt_show(show, sizeof(show), v, (size_t)(p - v)));
+    FMT_TRY(rc);
 
     /* timestamp */
     p = skip_blanks(p, e);
@@ -387,30 +374,27 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
         fmt_show(show, sizeof(show), ts, (size_t)(p - ts));
         rc = fmt_parse_int(ts, (size_t)(p - ts), 0, &ms);
         if (rc == -2)
-            BAD(ts, "timestamp %s is out of range", show);
+            FMT_BAD(ts, "timestamp %s is out of range", show);
         if (rc)
-            BAD(ts, "timestamp '%s' is not an integer", show);
+            FMT_BAD(ts, "timestamp '%s' is not an integer", show);
         tlm_error_clear(&terr);
         if (tlm_time_from_int(ms, f->unit_in == TLM_UNIT_AUTO ? TLM_UNIT_MS : f->unit_in, &t,
                               &terr))
-            BAD(ts, "%s", terr.text);
+            FMT_BAD(ts, "%s", terr.text);
         have_time = 1;
         p = skip_blanks(p, e);
         if (p < e)
-            BAD(p, "unexpected '%s' after timestamp", fmt_show(show, sizeof(show), p,
+            FMT_BAD(p, "unexpected '%s' after timestamp", fmt_show(show, sizeof(show), p,
                                                                 (size_t)(e - p)));
     }
     if (have_time)
-        TRY(fmt_put_time(f, out, t));
+        FMT_TRY(fmt_put_time(f, out, t));
     if (type) {
-        TRY(tlm_buf_append(out, ",\"type\":\"", 9));
-        TRY(tlm_buf_puts(out, type_names[type]) || tlm_buf_putc(out, '"'));
+        FMT_TRY(tlm_buf_append(out, ",\"type\":\"", 9));
+        FMT_TRY(tlm_buf_puts(out, type_names[type]) || tlm_buf_putc(out, '"'));
     }
-    TRY(tlm_buf_append(out, "}\n", 2));
+    FMT_TRY(tlm_buf_append(out, "}\n", 2));
     return 1;
-#undef COL
-#undef BAD
-#undef TRY
 }
 
 static int prom_init(struct tlm_fmt *f, const struct tlm_fmt_opts *o, struct tlm_error *err)

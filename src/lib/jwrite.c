@@ -27,7 +27,7 @@
 #include "error.h"
 
 /* 1 for bytes copied without escape or check: 0x20..0x7f but '"' and '\\'. */
-static const unsigned char plain[256] = {
+const unsigned char tlm_json_plain[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -78,7 +78,7 @@ int tlm_json_put_string(struct tlm_buf *b, const char *str, size_t n)
     if (tlm_buf_putc(b, '"'))
         return TLM_ENOMEM;
     while (s < end) {
-        while (s < end && plain[*s])
+        while (s < end && tlm_json_plain[*s])
             s++;
         if (s == end)
             break;

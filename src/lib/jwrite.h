@@ -48,6 +48,10 @@ int tlm_json_write_number(struct tlm_buf *b, double d);
  * to build them through its setters). */
 int tlm_json_write(struct tlm_buf *b, const json_t *v);
 
+/* 1 for the bytes a JSON string holds as they are (0x20..0x7f but '"' and '\\'): the
+ * table the writer and the scanner share. */
+extern const unsigned char tlm_json_plain[256];
+
 /* Length of the valid UTF-8 sequence starting at p (p[0] >= 0x80, avail bytes readable):
  * 2, 3 or 4, or 0 when it is not valid UTF-8 (overlong, surrogate, above U+10FFFF,
  * truncated). The one UTF-8 check of the writers (jwrite, fmt). */
