@@ -4,6 +4,15 @@
  * The hot path per line is: memchr (reader), one validating scan that also extracts
  * the requested fields (jscan), the callback, and a memcpy into the output buffer for
  * events passed through. Nothing here builds a jansson DOM per event.
+ *
+ * Read-ahead (stages with ops->prefetch, reading files or stdin without convert): the
+ * loop copies up to STAGE_BATCH lines the reader already has (the first one may be
+ * waited for as usual; the others are taken only when they need no waiting, so a live
+ * pipe still sees each line handled at once), scans them all, lets the stage prefetch
+ * the memory each event will touch, then handles them strictly in order exactly as
+ * single lines. Each batch line keeps its own source, line number and offset for
+ * rejects. Signals, checkpoints and stop requests are looked at between batches only,
+ * so a snapshot's input position is always right after a fully handled batch.
  */
 #include "stage.h"
 
@@ -23,6 +32,14 @@
 
 static volatile sig_atomic_t got_stop;   /* SIGINT or SIGTERM: number of the signal */
 static volatile sig_atomic_t got_reload; /* SIGHUP */
+
+/* A line of the read-ahead batch (its bytes are in stage.bbuf at off, NUL-terminated). */
+struct bline {
+    size_t off, len;
+    const char *src;                 /* where it came from (borrowed from the reader) */
+    long long line, offset;
+    int scanned;                     /* 0: not scanned, 1: scanned (vals), 2: scan failed */
+};
 
 struct stage {
     const struct cli_common *c;
@@ -50,6 +67,12 @@ struct stage {
     long long fin_line;
     const char *cur_line;            /* the raw line being handled */
     size_t cur_len;
+    int batching;                    /* read-ahead batches (ops->prefetch) */
+    struct tlm_buf bbuf;             /* the batch's lines */
+    struct bline blines[STAGE_BATCH];
+    struct tlm_jval *bvals;          /* STAGE_BATCH * npaths scanned values */
+    const struct bline *bcur;        /* the batch line being handled, or NULL */
+    struct tlm_error plerr;          /* scratch for read-ahead scans */
     int restored;
     json_t *outputs;                 /* the restored snapshot's output sizes, or NULL */
 
@@ -85,6 +108,8 @@ const char *stage_source_name(const struct stage *st)
 {
     if (st->fin_src)
         return st->fin_src;
+    if (st->bcur)
+        return st->bcur->src;
     return st->src ? st->src->name(st->src->ctx) : tlm_reader_source(st->in);
 }
 
@@ -92,11 +117,15 @@ long long stage_source_line(const struct stage *st)
 {
     if (st->fin_src)
         return st->fin_line;
+    if (st->bcur)
+        return st->bcur->line;
     return st->src ? st->src->line(st->src->ctx) : tlm_reader_line(st->in);
 }
 
 static long long source_offset(const struct stage *st)
 {
+    if (st->bcur)
+        return st->bcur->offset;
     return st->src ? -1 : tlm_reader_offset(st->in);
 }
 
@@ -522,24 +551,27 @@ static int setup_paths(struct stage *st, struct tlm_error *err)
     return 0;
 }
 
-/* One NDJSON event line: validate and scan, time, callback, watermark. */
-static int one_event(struct stage *st, const char *line, size_t len, struct tlm_error *err)
+/* One NDJSON event line: validate and scan, time, callback, watermark. vals receives
+ * the scan; scanned is 1 when the read-ahead already scanned the line into vals (2 when
+ * that scan failed: it is run again for the reason). */
+static int one_event(struct stage *st, const char *line, size_t len, struct tlm_jval *vals,
+                     int scanned, struct tlm_error *err)
 {
     struct stage_event ev;
     int rc;
     tlm_error_clear(&st->lerr);
-    if (tlm_jscan_run(st->scan, line, len, st->vals, &st->lerr) != 0)
+    if (scanned != 1 && tlm_jscan_run(st->scan, line, len, vals, &st->lerr) != 0)
         return reject_line(st, line, len, err);
     ev.line = line;
     ev.len = len;
-    ev.vals = st->vals + (st->ops->needs_time ? 1 : 0);
+    ev.vals = vals + (st->ops->needs_time ? 1 : 0);
     ev.ts = 0;
     ev.late = 0;
     ev.time_val = NULL;
     if (st->ops->needs_time) {
-        if (event_time(st, &st->vals[0], &ev.ts))
+        if (event_time(st, &vals[0], &ev.ts))
             return reject_line(st, line, len, err);
-        ev.time_val = &st->vals[0];
+        ev.time_val = &vals[0];
         ev.late = tlm_wm_is_late(&st->wm, ev.ts);
         st->late += ev.late;
     }
@@ -572,7 +604,7 @@ static int converted(struct stage *st, struct tlm_error *err)
             else if (rc == 0)
                 st->events++;
         } else {
-            rc = one_event(st, s, n, err);
+            rc = one_event(st, s, n, st->vals, 0, err);
         }
         if (rc)
             return rc;
@@ -607,7 +639,8 @@ static int convert_finish(struct stage *st, struct tlm_error *err)
     return rc;
 }
 
-static int one_line(struct stage *st, const char *line, size_t len, struct tlm_error *err)
+static int one_line(struct stage *st, const char *line, size_t len, struct tlm_jval *vals,
+                    int scanned, struct tlm_error *err)
 {
     long long ms;
     int rc;
@@ -645,7 +678,81 @@ static int one_line(struct stage *st, const char *line, size_t len, struct tlm_e
             return rc;
         return converted(st, err);
     }
-    return one_event(st, line, len, err);
+    return one_event(st, line, len, vals, scanned, err);
+}
+
+/* A read-ahead batch starting with line (just returned by the reader): takes the lines
+ * the reader has without waiting, scans them, prefetches, handles them in order. Sets
+ * *eof at the end of input; a read error after the first line is handled after the
+ * batch's lines (returned with *err). Returns 0 or a code. */
+static int run_batch(struct stage *st, const char *line, size_t len, int *eof, long *nlines,
+                     struct tlm_error *err)
+{
+    const struct stage_ops *ops = st->ops;
+    size_t n = 0, np = st->npaths ? st->npaths : 1;
+    int rc, rrc = 1;
+    struct tlm_error rerr;
+    tlm_error_clear(&rerr);
+    tlm_buf_reset(&st->bbuf);
+    for (;;) {
+        struct bline *b = &st->blines[n++];
+        b->off = st->bbuf.len;
+        b->len = len;
+        b->src = tlm_reader_source(st->in);
+        b->line = tlm_reader_line(st->in);
+        b->offset = tlm_reader_offset(st->in);
+        b->scanned = 0;
+        if (tlm_buf_append(&st->bbuf, line, len) || tlm_buf_putc(&st->bbuf, '\0'))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        if (n == STAGE_BATCH || got_stop || got_reload)
+            break;
+        /* only what is there already: timeout 0 never waits for a live input */
+        rrc = tlm_reader_next(st->in, &line, &len, 0, &rerr);
+        if (rrc != 1)
+            break;
+    }
+    *nlines = (long)n;
+    if (n > 1 && ops->prefetch) {
+        for (size_t i = 0; i < n; i++) {
+            struct bline *b = &st->blines[i];
+            const char *p = st->bbuf.data + b->off;
+            long long ms;
+            if (b->len == 0 || (p[0] <= ' ' && strspn(p, " \t\r") == b->len) ||
+                tlm_json_is_watermark(p, b->len, &ms))
+                continue;
+            b->scanned = tlm_jscan_run(st->scan, p, b->len, st->bvals + i * np, &st->plerr) ? 2 : 1;
+        }
+        for (int pass = 0; pass < ops->prefetch_passes; pass++) {
+            for (size_t i = 0; i < n; i++) {
+                struct bline *b = &st->blines[i];
+                struct stage_event ev;
+                if (b->scanned != 1)
+                    continue;
+                ev.line = st->bbuf.data + b->off;
+                ev.len = b->len;
+                ev.vals = st->bvals + i * np + (ops->needs_time ? 1 : 0);
+                ev.ts = 0;
+                ev.time_val = NULL;
+                ev.late = 0;
+                ops->prefetch(ops->ctx, &ev, i, pass);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct bline *b = &st->blines[i];
+        st->bcur = b;
+        rc = one_line(st, st->bbuf.data + b->off, b->len, st->bvals + i * np, b->scanned, err);
+        st->bcur = NULL;
+        if (rc)
+            return rc;
+    }
+    if (rrc == 0)
+        *eof = 1;
+    else if (rrc < 0 && rrc != TLM_EAGAIN) {
+        *err = rerr;
+        return rrc;
+    }
+    return 0;
 }
 
 /* The next line from the reader or the custom source. */
@@ -726,6 +833,12 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     if ((rc = setup_paths(&st, &err)))
         goto fail;
     st.src = ops->source;
+    st.batching = ops->prefetch && !st.src && !ops->convert;
+    if (st.batching &&
+        !(st.bvals = calloc(STAGE_BATCH * (st.npaths ? st.npaths : 1), sizeof(*st.bvals)))) {
+        rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
+        goto fail;
+    }
     st.in = tlm_reader_create(c->inputs, c->ninputs);
     if (!st.in) {
         rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
@@ -761,9 +874,11 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         /* a line the reader returned is consumed: handle it before looking at a stop
          * request, or the snapshot position would skip it */
         if (rc == 1) {
-            if ((rc = one_line(&st, line, len, &err)))
+            long nl = 1;
+            if (st.batching ? (rc = run_batch(&st, line, len, &eof, &nl, &err))
+                            : (rc = one_line(&st, line, len, st.vals, 0, &err)))
                 goto fail;
-            handled = 1;
+            handled = (int)nl;
         } else if (rc == 0) {
             eof = 1;
         } else if (rc != TLM_EAGAIN) {
@@ -779,7 +894,9 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         if (handled) {
             if (c->idle_timeout && live)
                 st.t_last_event = now_s();
-            if ((++tick & 1023) != 0)
+            unsigned before = tick;
+            tick += (unsigned)handled;
+            if ((before >> 10) == (tick >> 10))
                 continue;
         } else {
             /* nothing arrived within the timeout (or a signal interrupted the wait) */
@@ -861,5 +978,7 @@ done:
     free(st.time_path.seg);
     free(st.paths);
     free(st.vals);
+    free(st.bvals);
+    tlm_buf_free(&st.bbuf);
     return status;
 }

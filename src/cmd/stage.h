@@ -33,6 +33,9 @@
 
 struct stage;
 
+/* Most lines read ahead and scanned before they are processed (see stage_ops.prefetch). */
+#define STAGE_BATCH 16
+
 /* A line source other than files and stdin (ingest --listen). Its lines are live: the
  * input position is not recorded in snapshots and nothing is resumed. */
 struct stage_source {
@@ -80,6 +83,15 @@ struct stage_ops {
     /* End of input for convert (a record still open). May be NULL. */
     int (*convert_end)(void *ctx, struct stage *st, struct tlm_buf *out, struct tlm_error *err);
 
+    /* Optional read-ahead hint (a speed-up only; it must not change any result). When
+     * set, the loop reads up to STAGE_BATCH lines that are already buffered (never
+     * waiting for more input), scans them, calls prefetch for each event line of the
+     * batch in prefetch_passes rounds (pass 0, 1, ...; slot is the line's index in the
+     * batch, < STAGE_BATCH), and only then hands the lines to on_event one by one, in
+     * order. ev->ts and ev->late are not set yet; ev->vals are. The hook may only read
+     * the stage's state and issue prefetches. May be NULL. */
+    void (*prefetch)(void *ctx, const struct stage_event *ev, size_t slot, int pass);
+    int prefetch_passes;
     /* One event. Return 0; or 1 after stage_reject() to count it as rejected; or a
      * negative code with err filled to stop with an error. */
     int (*on_event)(void *ctx, struct stage *st, const struct stage_event *ev,

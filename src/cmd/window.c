@@ -102,6 +102,7 @@ struct wctx {
     struct tlm_expr *where;
     struct tlm_window *win;
     struct tlm_writer *late;
+    struct tlm_window_hint hints[STAGE_BATCH]; /* read-ahead, per batch line */
     /* fields read from each event: keys, then aggregate paths, then filter paths */
     struct tlm_path *paths;
     size_t npaths, nagg_paths, nwhere_paths;
@@ -479,6 +480,21 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     return rows ? stage_rows(st, rows, err) : 0;
 }
 
+/* Read-ahead: prefetch the key and window an event of the batch will update. Keys
+ * computed by expressions (and filtered events) are not worth it: nothing is done. */
+static void prefetch(void *ctx, const struct stage_event *ev, size_t slot, int pass)
+{
+    struct wctx *c = ctx;
+    struct tlm_jval keys[64];
+    if (pass > 0) {
+        tlm_window_prefetch(c->win, NULL, pass, &c->hints[slot]);
+        return;
+    }
+    for (size_t i = 0; i < c->wo.nkeys; i++)
+        keys[i] = ev->vals[c->key_val[i]];
+    tlm_window_prefetch(c->win, keys, 0, &c->hints[slot]);
+}
+
 static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err)
 {
     struct wctx *c = ctx;
@@ -623,6 +639,10 @@ int cmd_window(int argc, char **argv)
     ops.paths = c.paths;
     ops.npaths = c.npaths;
     ops.on_event = on_event;
+    if (!c.where && !c.key_partial) {
+        ops.prefetch = prefetch;
+        ops.prefetch_passes = TLM_WINDOW_PREFETCH_PASSES;
+    }
     ops.on_watermark = on_watermark;
     ops.on_end = on_end;
     ops.on_flush = on_flush;

@@ -25,7 +25,7 @@
  * centroids is about delta / 2 + 2 c2 ln(n / c2) after a merge and never more than twice
  * that (two neighbours that could have merged would have been).
  *
- * Raw state. A new digest keeps samples raw in a buffer that starts inside the struct (4
+ * Raw state. A new digest keeps samples raw in a buffer that starts inside the struct (16
  * doubles) and doubles up to B = max(16, the power of two >= compression); only when a
  * sample arrives with B already buffered is the buffer merged into centroids (then B is
  * the batch size). Until then quantile() sorts the buffer and answers exactly (type 7).
@@ -53,7 +53,7 @@
 #ifndef TD_C2_DIV
 #define TD_C2_DIV 200.0   /* c2 = delta / TD_C2_DIV (tests may override to measure) */
 #endif
-#define INLINE_CAP 4u       /* raw samples held inside the struct */
+#define INLINE_CAP 16u      /* raw samples held inside the struct */
 #define STACK_CELLS 512u    /* merges up to this many cells use a stack scratch */
 
 struct cell {

@@ -35,13 +35,18 @@ struct win {
     unsigned char state[] __attribute__((aligned(16))); /* tlm_aggs state block */
 };
 
+#define WIN_INLINE 4     /* window pointers held inside struct wkey */
+/* what a key was reported to cost before the inline pointers (--stats state_bytes) */
+#define WKEY_BYTES (sizeof(struct wkey) - WIN_INLINE * sizeof(struct win *))
+
 struct wkey {
     uint64_t hash;
     uint32_t klen;
     uint32_t nwin, capwin;
     uint64_t order;      /* first-seen order */
-    struct win **wins;   /* sorted by start */
+    struct win **wins;   /* sorted by start; == inl while capwin <= WIN_INLINE */
     char *last;          /* --fill last: aggregate text of the last row, or NULL */
+    struct win *inl[WIN_INLINE]; /* the first windows, without an allocation */
     char text[];         /* rendered key fields, klen bytes + NUL */
 };
 
@@ -216,7 +221,8 @@ void tlm_window_destroy(struct tlm_window *w)
         struct wkey *k = w->keys[i];
         for (uint32_t j = 0; j < k->nwin; j++)
             free_win(w, k->wins[j]);
-        free(k->wins);
+        if (k->wins != k->inl)
+            free(k->wins);
         free(k->last);
         free(k);
     }
@@ -327,7 +333,8 @@ static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
         return NULL;
     }
     w->keys[w->nkeys++] = k;
-    w->bytes += (long long)(sizeof(*k) + n + 1 + 3 * sizeof(void *));
+    k->wins = k->inl;
+    w->bytes += (long long)(WKEY_BYTES + n + 1 + 3 * sizeof(void *));
     return k;
 }
 
@@ -351,14 +358,26 @@ static struct win *new_win(struct tlm_window *w, struct wkey *k, int64_t start, 
 {
     struct win *x = calloc(1, sizeof(*x) + w->state_size);
     uint32_t i;
-    size_t cap = k->capwin;
     if (!x)
         return NULL;
-    if (grow((void **)&k->wins, &cap, (size_t)k->nwin + 1, sizeof(*k->wins))) {
-        free(x);
-        return NULL;
+    if (k->nwin + 1 > k->capwin) {
+        /* capacities as grow() would give (4, 8, ...): the first WIN_INLINE are inline */
+        uint32_t cap = k->capwin ? k->capwin * 2 : 4;
+        while (cap < k->nwin + 1)
+            cap *= 2;
+        if (cap > WIN_INLINE) {
+            struct win **nw = k->wins == k->inl ? malloc(cap * sizeof(*nw))
+                                                 : realloc(k->wins, cap * sizeof(*nw));
+            if (!nw) {
+                free(x);
+                return NULL;
+            }
+            if (k->wins == k->inl)
+                memcpy(nw, k->inl, k->nwin * sizeof(*nw));
+            k->wins = nw;
+        }
+        k->capwin = cap;
     }
-    k->capwin = (uint32_t)cap;
     x->key = k;
     x->start = start;
     x->end = end;
@@ -798,6 +817,46 @@ static int add_session(struct tlm_window *w, struct wkey *k, const struct tlm_jv
 }
 
 /* ---- events --------------------------------------------------------------------- */
+
+void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int pass,
+                         struct tlm_window_hint *hint)
+{
+    size_t mask = w->tab_cap - 1;
+    if (pass == 0) {
+        hint->p = NULL;
+        hint->hash = 0;
+        /* a few thousand keys and their windows stay in the caches: hashing twice
+         * would cost more than it saves */
+        if (w->nkeys < 8192 || render_key(w, keys))
+            return;
+        hint->hash = hash_bytes(w->tmp.data, w->tmp.len);
+        __builtin_prefetch(&w->tab[hint->hash & mask]);
+        hint->p = w; /* hashed */
+    } else if (pass == 1) {
+        const struct wkey *k = NULL;
+        if (!hint->p)
+            return;
+        for (size_t j = hint->hash & mask; w->tab[j].k; j = (j + 1) & mask)
+            if (w->tab[j].hash == hint->hash) {
+                k = w->tab[j].k;
+                break;
+            }
+        hint->p = k;
+        if (k) {
+            __builtin_prefetch(k);
+            __builtin_prefetch((const char *)k + 64);
+        }
+    } else if (pass == 2) {
+        const struct wkey *k = hint->p;
+        const struct win *x;
+        if (!k || !k->nwin)
+            return;
+        x = k->wins[k->nwin - 1];
+        for (size_t off = 0; off < sizeof(*x) + w->state_size; off += 64)
+            __builtin_prefetch((const char *)x + off);
+        hint->p = x;
+    }
+}
 
 int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
                    const struct tlm_jval *vals, json_t *partial, tlm_time_t ts,

@@ -76,6 +76,19 @@ int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
                    const struct tlm_jval *vals, json_t *partial, tlm_time_t ts,
                    tlm_time_t wm, struct tlm_buf *out, long *rows, struct tlm_error *err);
 
+/* Read-ahead hint for an event that tlm_window_add will get soon (keys as for
+ * tlm_window_add): call with pass 0, 1, 2 in turn, other events' calls in between,
+ * with no change to w between the passes of one event. It only reads the engine and
+ * prefetches what the add will touch: the key's table slot (0), the key (1), its newest
+ * window and its state block (2). hint carries state between the passes. */
+struct tlm_window_hint {
+    uint64_t hash;
+    const void *p;
+};
+#define TLM_WINDOW_PREFETCH_PASSES 3
+void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int pass,
+                         struct tlm_window_hint *hint);
+
 /* The watermark moved to wm: fires what it closes, emits early results, frees windows
  * past their lateness. Rows go to out, counted in *rows. */
 int tlm_window_advance(struct tlm_window *w, tlm_time_t wm, struct tlm_buf *out, long *rows,
