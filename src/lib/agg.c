@@ -1910,3 +1910,17 @@ out:
     free(paths);
     return rc;
 }
+
+void tlm_aggs_prefetch(const struct tlm_aggs *a, const void *state)
+{
+    for (size_t i = 0; i < a->nslots; i++) {
+        if (a->slots[i].kind != K_QUANT)
+            continue;
+        const void *sk;
+        memcpy(&sk, (const char *)state + a->slots[i].off, sizeof(sk));
+        if (sk) {
+            __builtin_prefetch(sk);
+            __builtin_prefetch((const char *)sk + 64);
+        }
+    }
+}

@@ -213,4 +213,9 @@ int tlm_aggs_load(const struct tlm_aggs *a, void *state, const char *json, size_
  * reports; the block itself is tlm_aggs_state_size(a) more. */
 size_t tlm_aggs_heap_bytes(const struct tlm_aggs *a, const void *state);
 
+/* Hints the CPU to fetch the sketches a state block points to (the window engine calls
+ * it a few events ahead, so that their first touch is not a cache miss). No effect on
+ * results. */
+void tlm_aggs_prefetch(const struct tlm_aggs *a, const void *state);
+
 #endif

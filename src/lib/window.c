@@ -855,6 +855,10 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
         for (size_t off = 0; off < sizeof(*x) + w->state_size; off += 64)
             __builtin_prefetch((const char *)x + off);
         hint->p = x;
+    } else if (pass == 3) {
+        const struct win *x = hint->p;
+        if (x)
+            tlm_aggs_prefetch(w->aggs, x->state); /* the sketches the window points to */
     }
 }
 

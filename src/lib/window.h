@@ -77,15 +77,17 @@ int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
                    tlm_time_t wm, struct tlm_buf *out, long *rows, struct tlm_error *err);
 
 /* Read-ahead hint for an event that tlm_window_add will get soon (keys as for
- * tlm_window_add): call with pass 0, 1, 2 in turn, other events' calls in between,
+ * tlm_window_add): call with pass 0 to TLM_WINDOW_PREFETCH_PASSES - 1 in turn, other
+ * events' calls in between,
  * with no change to w between the passes of one event. It only reads the engine and
  * prefetches what the add will touch: the key's table slot (0), the key (1), its newest
- * window and its state block (2). hint carries state between the passes. */
+ * window and its state block (2), the sketches that state points to (3). hint carries
+ * state between the passes. */
 struct tlm_window_hint {
     uint64_t hash;
     const void *p;
 };
-#define TLM_WINDOW_PREFETCH_PASSES 3
+#define TLM_WINDOW_PREFETCH_PASSES 4
 void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int pass,
                          struct tlm_window_hint *hint);
 
