@@ -876,8 +876,10 @@ int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
     if (w->o.kind == TLM_WIN_SESSION)
         return add_session(w, k, vals, partial, ts, wm, out, rows, err);
 
+    /* the windows covering ts, oldest first (size is a multiple of every), so that rows
+     * written at once for a late event come in time order */
     int64_t last = floor_div(ts - w->o.offset, w->o.every) * w->o.every + w->o.offset;
-    for (int64_t s = last; s > ts - w->o.size; s -= w->o.every) {
+    for (int64_t s = last - w->o.size + w->o.every; s <= last; s += w->o.every) {
         int64_t end = s + w->o.size;
         struct win *x;
         struct range *r;
