@@ -437,6 +437,30 @@ int fmt_read_time(const char *s, size_t n, enum tlm_time_unit unit, int rfc3339,
     return -1;
 }
 
+int fmt_int_time(const struct tlm_fmt *f, const char *s, size_t n, enum tlm_time_unit dflt,
+                 tlm_time_t *t, char *why, size_t wn)
+{
+    char show[FMT_SHOW_SIZE];
+    struct tlm_error terr;
+    long long v;
+    int rc = fmt_parse_int(s, n, 0, &v);
+    fmt_show(show, sizeof(show), s, n);
+    if (rc == -2) {
+        snprintf(why, wn, "timestamp %s is out of range", show);
+        return -1;
+    }
+    if (rc) {
+        snprintf(why, wn, "timestamp '%s' is not an integer", show);
+        return -1;
+    }
+    tlm_error_clear(&terr);
+    if (tlm_time_from_int(v, f->unit_in == TLM_UNIT_AUTO ? dflt : f->unit_in, t, &terr)) {
+        snprintf(why, wn, "%s", terr.text);
+        return -1;
+    }
+    return 0;
+}
+
 int fmt_put_time(struct tlm_fmt *f, struct tlm_buf *b, tlm_time_t t)
 {
     if (tlm_buf_append(b, f->time_key.data, f->time_key.len))

@@ -232,21 +232,12 @@ static int influx_line(struct tlm_fmt *f, const char *line, size_t len, struct t
         p++;
     if (p < e) {
         const char *ts = p;
-        long long v;
         tlm_time_t t;
-        struct tlm_error terr;
+        char why[TLM_ERROR_TEXT / 2];
         while (p < e && *p != ' ')
             p++;
-        fmt_show(show, sizeof(show), ts, (size_t)(p - ts));
-        rc = fmt_parse_int(ts, (size_t)(p - ts), 0, &v);
-        if (rc == -2)
-            FMT_BAD(ts, "timestamp %s is out of range", show);
-        if (rc)
-            FMT_BAD(ts, "timestamp '%s' is not an integer", show);
-        tlm_error_clear(&terr);
-        if (tlm_time_from_int(v, f->unit_in == TLM_UNIT_AUTO ? TLM_UNIT_NS : f->unit_in, &t,
-                              &terr))
-            FMT_BAD(ts, "%s", terr.text);
+        if (fmt_int_time(f, ts, (size_t)(p - ts), TLM_UNIT_NS, &t, why, sizeof(why)))
+            FMT_BAD(ts, "%s", why);
         while (p < e && *p == ' ')
             p++;
         if (p < e)

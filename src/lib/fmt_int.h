@@ -119,6 +119,11 @@ int fmt_parse_int(const char *s, size_t n, int allow_plus, long long *v);
 int fmt_read_time(const char *s, size_t n, enum tlm_time_unit unit, int rfc3339,
                   tlm_time_t *t, struct tlm_error *terr);
 
+/* Reads an integer timestamp (influx, prom) in f's input unit, or in dflt when that is
+ * AUTO. Returns 0 and sets *t, or -1 with the reason in why (quoting the text). */
+int fmt_int_time(const struct tlm_fmt *f, const char *s, size_t n, enum tlm_time_unit dflt,
+                 tlm_time_t *t, char *why, size_t wn);
+
 /* Appends ,"<time_field>":<t in unit_out>. Returns 0 or TLM_ENOMEM. */
 int fmt_put_time(struct tlm_fmt *f, struct tlm_buf *b, tlm_time_t t);
 

@@ -367,20 +367,11 @@ static int prom_line(struct tlm_fmt *f, const char *line, size_t len, struct tlm
     p = skip_blanks(p, e);
     if (p < e) {
         const char *ts = p;
-        long long ms;
-        struct tlm_error terr;
+        char why[TLM_ERROR_TEXT / 2];
         while (p < e && !blank(*p))
             p++;
-        fmt_show(show, sizeof(show), ts, (size_t)(p - ts));
-        rc = fmt_parse_int(ts, (size_t)(p - ts), 0, &ms);
-        if (rc == -2)
-            FMT_BAD(ts, "timestamp %s is out of range", show);
-        if (rc)
-            FMT_BAD(ts, "timestamp '%s' is not an integer", show);
-        tlm_error_clear(&terr);
-        if (tlm_time_from_int(ms, f->unit_in == TLM_UNIT_AUTO ? TLM_UNIT_MS : f->unit_in, &t,
-                              &terr))
-            FMT_BAD(ts, "%s", terr.text);
+        if (fmt_int_time(f, ts, (size_t)(p - ts), TLM_UNIT_MS, &t, why, sizeof(why)))
+            FMT_BAD(ts, "%s", why);
         have_time = 1;
         p = skip_blanks(p, e);
         if (p < e)
