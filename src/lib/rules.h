@@ -1,0 +1,179 @@
+/*
+ * rules.h - dynamically configured rules (seed 002): threshold rules with JSONPath/expression
+ * predicates, per-customer and global scopes, a control stream that adds, replaces and deletes
+ * rules while events flow, replay of archived history into a new rule, and snapshots.
+ *
+ * A rule document is a JSON object (one per line, or a JSON array of them):
+ *
+ *   {"id": "r1",                         required, non-empty string, unique
+ *    "type": "threshold" | "pattern",    default "threshold"
+ *    "scope": "global" | {"key": "cust-42"},   default "global"
+ *    "key": "customerId",                field path holding the customer key (default: the
+ *                                        engine's key_field); counts are per (rule, key)
+ *    "when": "type == \"login\" && amount > 100",   threshold: the predicate (telem-expr(7))
+ *    "threshold": 5,                     threshold: integer >= 1
+ *    "window": "10m",                    threshold, optional: tumbling event-time window
+ *    "pattern": "a: x == 1 -> b: x == 2",   pattern: the DSL text, stored opaque
+ *    "emit": "...",                      pattern, optional: stored opaque
+ *    "name": "...", "description": "..."}   optional strings, copied into alerts
+ *
+ * Any other member, a wrong type, a predicate that does not compile, a threshold rule with
+ * "pattern" or a pattern rule with "when" is refused with an error naming the rule id.
+ *
+ * Threshold semantics (event time, deterministic):
+ *  - An event counts for rule R when R's key field is present in the event (its text: the
+ *    string's characters, or the JSON text of any other value), R's scope is global or its
+ *    scope key equals that text, and R's predicate is true (jq truth; a predicate that fails
+ *    at run time, e.g. a type error, counts as false and is counted in stats "eval_errors").
+ *  - Without "window" the count per (rule, key) grows forever; when it reaches the threshold
+ *    one alert is written, and no other for that (rule, key) until the rule is replaced.
+ *  - With "window": W, windows are tumbling and aligned to the epoch as Flink's
+ *    TumblingEventTimeWindows (offset 0): [floor(ts/W)*W, +W). The count restarts in each
+ *    window; the first event that makes it reach the threshold writes one alert at once
+ *    (an early-firing trigger, not at window end), and the next window re-arms. Each
+ *    (rule, key) keeps only its newest window: an event of an older window is late, ignored
+ *    and counted in stats "late" (Flink would still count it until the watermark passes
+ *    the window end plus allowed lateness: this differs).
+ *  - Alerts are one JSON line each, fields in this order:
+ *      {"rule":"r1","name":..,"description":..,"key":"cust-42","count":5,"threshold":5,
+ *       "window_start":T,"window_end":T,"time":T[,"replay":true]}
+ *    name/description only when the rule has them, window_* only for windowed rules; times
+ *    are integers in opts.out_unit (floor), "time" is the event time that crossed.
+ *    When one event fires several rules, alerts come in rule order (order of first addition).
+ *
+ * Rule set changes: every change (control message, reload) is validated completely before
+ * anything is applied, so a bad message changes nothing. Add of an existing id and replace
+ * or delete of an unknown id are errors. Replace keeps the rule's position in rule order
+ * and resets only that rule's counts (even if the new document is identical); other rules
+ * keep theirs. Reload (SIGHUP) takes a whole rules file: ids not in it are deleted, new ids
+ * added, ids whose document differs (json_equal) replaced, identical ones keep their state.
+ *
+ * Speed: each predicate is analysed into a conjunction of atoms (path OP constant, path in
+ * [constants], bare path); a rule with an equality atom is indexed under its constant(s).
+ * Per event, the line is scanned once (jscan) for the distinct paths of all atoms and keys;
+ * each distinct path costs one hash look-up in the global index and one in the index of the
+ * event's customer (per-customer rules); only those candidates and the rules without an
+ * equality atom are evaluated, directly on the scanned values when all their atoms are
+ * simple, else through tlm_expr_test on a DOM parsed once for the event. Results are
+ * identical to evaluating every rule (opts.naive = 1), which tests check.
+ *
+ * Threading: one engine is used by one thread. No globals; nothing printed.
+ */
+#ifndef TLM_RULES_H
+#define TLM_RULES_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "error.h"
+#include "snapshot.h"
+#include "time.h"
+
+struct tlm_rules;
+
+enum tlm_rules_change { TLM_RULES_ADDED = 1, TLM_RULES_REPLACED, TLM_RULES_DELETED };
+
+struct tlm_rules_opts {
+    const char *key_field;     /* default key path for rules without "key" (dotted field,
+                                  e.g. "customerId" or "tenant.id"); NULL = "customerId".
+                                  Copied. */
+    const char *time_field;    /* time field read by tlm_rules_replay; NULL = "timestamp" */
+    enum tlm_time_unit time_unit; /* unit of that field's numbers; AUTO = by magnitude */
+    enum tlm_time_unit out_unit;  /* unit of the times in alerts; AUTO = ms */
+    int naive;                 /* 1: evaluate every rule on every event (reference, bench) */
+    /* Pattern rules: called to validate a pattern before a change is accepted (return 0,
+     * or a negative code with err filled: the change is refused). May be NULL (accepted). */
+    int (*pattern_check)(void *arg, const char *id, const char *pattern, struct tlm_error *err);
+    /* Called after a change to a pattern rule is applied (doc borrowed for the call; NULL
+     * for DELETED). May be NULL. */
+    void (*pattern_changed)(void *arg, enum tlm_rules_change what, const char *id,
+                            const char *pattern, const json_t *doc);
+    void *arg;                 /* handed to the two callbacks */
+};
+
+/* Creates an empty engine. o may be NULL (defaults). Returns the engine (caller owns;
+ * release with tlm_rules_destroy) or NULL with err filled (bad key_field, ENOMEM). */
+struct tlm_rules *tlm_rules_create(const struct tlm_rules_opts *o, struct tlm_error *err);
+
+/* Releases rs and all rules and state. NULL is accepted. */
+void tlm_rules_destroy(struct tlm_rules *rs);
+
+/* Parses rules text (NDJSON documents, or one JSON array; blank lines and lines starting
+ * with '#' are skipped) and makes it the whole rule set, as a reload: see above. source
+ * names the text in errors (err->source, err->line). Returns the number of rules changed
+ * (added + replaced + deleted), or a negative code with err filled (nothing changed). */
+int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const char *source,
+                     struct tlm_error *err);
+
+/* Applies one control message (one JSON text, borrowed):
+ *   {"op":"add","rule":{...}}   {"op":"replace","rule":{...}}
+ *   {"op":"delete","id":"r1"}   ("upsert" adds or replaces)
+ * Returns the enum tlm_rules_change applied (> 0), or a negative code with err filled
+ * (nothing changed). */
+int tlm_rules_control(struct tlm_rules *rs, const char *msg, size_t n, struct tlm_error *err);
+
+/* The same on a parsed document (borrowed for the call; copied when kept). */
+int tlm_rules_add(struct tlm_rules *rs, const json_t *doc, struct tlm_error *err);
+int tlm_rules_replace(struct tlm_rules *rs, const json_t *doc, struct tlm_error *err);
+int tlm_rules_delete(struct tlm_rules *rs, const char *id, struct tlm_error *err);
+
+/* Checks one rule document without changing anything. Returns 0 or TLM_EINVAL with err
+ * filled ("rule r1: unknown member 'tresh'"). */
+int tlm_rules_validate(struct tlm_rules *rs, const json_t *doc, struct tlm_error *err);
+
+/* One event: the raw line (borrowed; a JSON object, normally already validated by the stage)
+ * and its event time ts. Appends one line per alert to out (each ending in "\n"). Returns
+ * the number of alerts, or TLM_EPARSE (line is not a JSON object; err filled) / TLM_ENOMEM. */
+int tlm_rules_event(struct tlm_rules *rs, const char *line, size_t len, tlm_time_t ts,
+                    struct tlm_buf *out, struct tlm_error *err);
+
+/* History bootstrap, synchronous: reads paths[0..n) (archive segments of `telem ingest
+ * --archive`, zstd or plain NDJSON, in the given order, which should be arrival order) and
+ * feeds the events in rule id's scope whose time (opts.time_field) is <= until into that
+ * rule alone, as tlm_rules_event would; alerts it crosses are appended to out with
+ * "replay":true. Lines that are not JSON objects or lack a usable time are skipped and
+ * counted in *skipped (may be NULL). Call it right after adding the rule and before the
+ * next live event, with until = the highest event time processed live so far (TLM_TIME_MAX
+ * for everything): because the call returns only when the replay is done, live events
+ * (of every key) wait for it and per-key order is kept; events archived after `until`
+ * are left for the live stream. Returns the number of archived events read with a time <=
+ * until (in the rule's scope or not), or a negative code with err filled (the rule keeps the
+ * counts fed so far). */
+long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *paths,
+                           size_t n, tlm_time_t until, struct tlm_buf *out,
+                           long long *skipped, struct tlm_error *err);
+
+/* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order) and one per
+ * (rule, key) state ({"state":{"id":..,"key":..,"count":..,"window":ns|null,"fired":b}}).
+ * Returns 0 or an error. */
+int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_error *err);
+
+/* Restores one record written by tlm_rules_save, into an engine that had no rules when
+ * loading began (rules come before their states). Returns 1 when the record was ours, 0
+ * when it is not a rules record (the caller's own), or TLM_ESTATE with err filled. */
+int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *err);
+
+/* Rules in rule order: number, and the i-th one's id and document (borrowed until the next
+ * change), type ("threshold" or "pattern"). */
+size_t tlm_rules_count(const struct tlm_rules *rs);
+const char *tlm_rules_id(const struct tlm_rules *rs, size_t i);
+const json_t *tlm_rules_doc(const struct tlm_rules *rs, size_t i);
+int tlm_rules_is_pattern(const struct tlm_rules *rs, size_t i);
+
+/* Counters since creation. */
+struct tlm_rules_stats {
+    long long events;       /* events seen by tlm_rules_event */
+    long long candidates;   /* rules evaluated (after scope and index) */
+    long long matched;      /* (event, rule) pairs that counted */
+    long long alerts;       /* alerts written (replay included) */
+    long long late;         /* events older than their (rule, key)'s window */
+    long long eval_errors;  /* predicate evaluations that failed (counted false) */
+    long long dom_parses;   /* events that needed a DOM for a non-simple predicate */
+    long long indexed;      /* threshold rules reached through the equality index */
+    long long unindexed;    /* threshold rules evaluated on every event in their scope */
+    long long keys;         /* (rule, key) states held */
+};
+void tlm_rules_get_stats(const struct tlm_rules *rs, struct tlm_rules_stats *s);
+
+#endif
