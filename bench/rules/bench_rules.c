@@ -150,9 +150,9 @@ int main(int argc, char **argv)
     printf("rules %ld (unindexed %lld, indexed %lld), events %ld, %.1f bytes/event\n", nrules,
            st.unindexed, st.indexed, nev, (double)ev.len / (double)nev);
     printf("indexed: %.0f events/s (%.3f s), %lld alerts, %.2f candidates/event, "
-           "%.4f DOM parses/event\n",
+           "%.4f DOM parses/event, %lld (rule, key) states\n",
            (double)nev / t1, t1, a1, (double)st.candidates / (double)nev,
-           (double)st.dom_parses / (double)nev);
+           (double)st.dom_parses / (double)nev, st.keys);
     printf("naive:   %.0f events/s over the first %ld events (indexed there: %.0f events/s)\n",
            (double)nnaive / t3, nnaive, (double)nnaive / t2);
     printf("speed-up: %.1fx; same alerts on the prefix: %s (%lld)\n", t3 / t2,

@@ -269,11 +269,84 @@ struct atom {
     size_t nc;
 };
 
+/* The state of one (rule, key), with its key inline: one block, one cache miss. */
 struct kstate {
     long long count;
     tlm_time_t wstart;       /* window start, TLM_TIME_MIN without a window */
     int fired;
+    uint32_t kn;             /* key length */
+    char k[];                /* key text, NUL-terminated */
 };
+
+struct sslot {
+    uint64_t h;
+    struct kstate *s;        /* NULL = empty */
+};
+
+/* key text -> struct kstate (owned), open addressing, load <= 1/2 */
+struct smap {
+    struct sslot *e;
+    size_t cap, n;
+};
+
+static struct sslot *smap_slot(const struct smap *m, const char *k, size_t kn, uint64_t h)
+{
+    size_t mask = m->cap - 1, i = (size_t)h & mask;
+    for (;;) {
+        struct sslot *e = &m->e[i];
+        if (!e->s || (e->h == h && e->s->kn == kn && memcmp(e->s->k, k, kn) == 0))
+            return e;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Returns the state of key k, creating it (count 0) if new; NULL on ENOMEM. */
+static struct kstate *smap_get(struct smap *m, const char *k, size_t kn, uint64_t h, int *isnew)
+{
+    *isnew = 0;
+    if (m->cap) {
+        struct sslot *e = smap_slot(m, k, kn, h);
+        if (e->s)
+            return e->s;
+    }
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 8;
+        struct sslot *ne = calloc(cap, sizeof *ne);
+        if (!ne)
+            return NULL;
+        struct smap nm = { ne, cap, 0 };
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->e[i].s)
+                *smap_slot(&nm, m->e[i].s->k, m->e[i].s->kn, m->e[i].h) = m->e[i];
+        nm.n = m->n;
+        free(m->e);
+        *m = nm;
+    }
+    struct kstate *s = malloc(sizeof *s + kn + 1);
+    if (!s)
+        return NULL;
+    s->count = 0;
+    s->wstart = TLM_TIME_MIN;
+    s->fired = 0;
+    s->kn = (uint32_t)kn;
+    memcpy(s->k, k, kn);
+    s->k[kn] = 0;
+    struct sslot *e = smap_slot(m, k, kn, h);
+    e->h = h;
+    e->s = s;
+    m->n++;
+    *isnew = 1;
+    return s;
+}
+
+static void smap_free(struct smap *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->e[i].s);
+    free(m->e);
+    m->e = NULL;
+    m->cap = m->n = 0;
+}
 
 struct rule {
     char *id;
@@ -285,7 +358,8 @@ struct rule {
     char *scope;             /* per-customer: the key text (owned) */
     size_t scope_n;
     struct tlm_path keypath; /* owned (segs and names) */
-    uint32_t kpid;           /* path id of keypath (rebuild) */
+    uint32_t kpid;           /* path id of keypath (rebuild); NOKEY for "key": null */
+    int nokey;               /* "key": null: one count over all events */
     struct tlm_expr *when;   /* owned */
     int64_t window;          /* ns, 0 = none */
     long long threshold;
@@ -294,7 +368,7 @@ struct rule {
     size_t natoms;
     int simple;              /* every conjunct is an atom */
     int anchor;              /* index of the equality atom indexed, or -1 */
-    struct rmap state;       /* key text -> struct kstate */
+    struct smap state;       /* key text -> struct kstate */
 };
 
 struct rvec {
@@ -369,6 +443,8 @@ struct tlm_rules {
 
     struct tlm_rules_stats st;
 };
+
+#define NOKEY UINT32_MAX
 
 /* ---- paths ----------------------------------------------------------------------------- */
 
@@ -573,7 +649,7 @@ static void rule_free(struct rule *r)
     path_free(&r->keypath, 1);
     atoms_free(r);
     tlm_expr_destroy(r->when);
-    rmap_free(&r->state, free);
+    smap_free(&r->state);
     free(r);
 }
 
@@ -671,7 +747,16 @@ static struct rule *rule_parse(struct tlm_rules *rs, const json_t *doc, struct t
         goto fail;
     }
     /* key field */
-    const char *kf = opt_string(doc, "key", &bad);
+    const char *kf = NULL;
+    if (json_is_null(json_object_get(doc, "key"))) {
+        r->nokey = 1;
+        if (!r->global) {
+            tlm_error_set(err, TLM_EINVAL, "rule %s: \"key\": null needs the global scope", id);
+            goto fail;
+        }
+    } else {
+        kf = opt_string(doc, "key", &bad);
+    }
     if (bad) {
         tlm_error_set(err, TLM_EINVAL, "rule %s: \"key\" must be a field path string", id);
         goto fail;
@@ -679,7 +764,7 @@ static struct rule *rule_parse(struct tlm_rules *rs, const json_t *doc, struct t
     {
         struct tlm_error e;
         tlm_error_clear(&e);
-        if (parse_field(kf ? kf : rs->key_field, &r->keypath, &e)) {
+        if (!r->nokey && parse_field(kf ? kf : rs->key_field, &r->keypath, &e)) {
             tlm_error_set(err, e.code, "rule %s: \"key\": %s", id, e.text);
             goto fail;
         }
@@ -873,12 +958,13 @@ static int rebuild(struct tlm_rules *rs)
         if (r->pattern)
             continue;
         rs->nthreshold++;
-        if ((r->kpid = path_id(rs, &r->keypath, &cap)) == UINT32_MAX)
+        r->kpid = NOKEY;
+        if (!r->nokey && (r->kpid = path_id(rs, &r->keypath, &cap)) == UINT32_MAX)
             return TLM_ENOMEM;
         size_t j;
         for (j = 0; j < rs->nkps && rs->kps[j] != r->kpid; j++)
             ;
-        if (j == rs->nkps) {
+        if (j == rs->nkps && !r->nokey) {
             uint32_t *k = realloc(rs->kps, (rs->nkps + 1) * sizeof *k);
             if (!k)
                 return TLM_ENOMEM;
@@ -1461,7 +1547,8 @@ static int alert(struct tlm_rules *rs, const struct rule *r, const char *key, si
     if (r->desc)
         rc = rc || tlm_buf_puts(out, ",\"description\":") ||
              tlm_json_put_string(out, r->desc, strlen(r->desc));
-    rc = rc || tlm_buf_puts(out, ",\"key\":") || tlm_json_put_string(out, key, kn);
+    rc = rc || tlm_buf_puts(out, ",\"key\":") ||
+         (r->nokey ? tlm_buf_puts(out, "null") : tlm_json_put_string(out, key, kn));
     rc = rc || tlm_buf_puts(out, ",\"count\":") || tlm_json_put_int(out, s->count);
     rc = rc || tlm_buf_puts(out, ",\"threshold\":") || tlm_json_put_int(out, r->threshold);
     if (r->window) {
@@ -1490,18 +1577,10 @@ static tlm_time_t window_of(tlm_time_t ts, int64_t w)
 static int count(struct tlm_rules *rs, struct rule *r, const char *key, size_t kn,
                  tlm_time_t ts, int replay, struct tlm_buf *out)
 {
-    uint64_t h = hbytes(key, kn);
-    struct kstate *s = rmap_get(&r->state, key, kn, h);
-    if (!s) {
-        s = malloc(sizeof *s);
-        if (!s || rmap_put(&r->state, key, kn, h, s)) {
-            free(s);
-            return TLM_ENOMEM;
-        }
-        s->count = 0;
-        s->fired = 0;
-        s->wstart = TLM_TIME_MIN;
-    }
+    int isnew;
+    struct kstate *s = smap_get(&r->state, key, kn, hbytes(key, kn), &isnew);
+    if (!s)
+        return TLM_ENOMEM;
     if (r->window) {
         tlm_time_t ws = window_of(ts, r->window);
         if (s->wstart == TLM_TIME_MIN || ws > s->wstart) {
@@ -1564,8 +1643,24 @@ static int by_seq(const void *a, const void *b)
     return x->r->seq < y->r->seq ? -1 : x->r->seq > y->r->seq;
 }
 
+/* The key text of the current event for r: 1 with *k, *kn set, or 0 when absent. */
+static int rule_key(const struct tlm_rules *rs, const struct rule *r, const char **k,
+                    size_t *kn)
+{
+    if (r->nokey) {
+        *k = "";
+        *kn = 0;
+        return 1;
+    }
+    *k = rs->ktext[r->kpid];
+    *kn = rs->klen[r->kpid];
+    return *k != NULL;
+}
+
 static int in_scope(const struct tlm_rules *rs, const struct rule *r)
 {
+    if (r->nokey)
+        return 1;
     const char *k = rs->ktext[r->kpid];
     if (!k)
         return 0;
@@ -1614,7 +1709,9 @@ static int process(struct tlm_rules *rs, const char *line, size_t len, tlm_time_
     size_t nm = 0;
     for (size_t i = 0; i < rs->cand.n; i++) {
         struct rule *r = rs->m[i].r;
-        if (!rs->ktext[r->kpid])
+        const char *k;
+        size_t kn;
+        if (!rule_key(rs, r, &k, &kn))
             continue; /* global rule, event without its key */
         if (rule_test(rs, r, line, len, rs->naive && !only))
             rs->m[nm++] = rs->m[i];
@@ -1624,7 +1721,10 @@ static int process(struct tlm_rules *rs, const char *line, size_t len, tlm_time_
     int alerts = 0;
     for (size_t i = 0; i < nm; i++) {
         struct rule *r = rs->m[i].r;
-        rc = count(rs, r, rs->ktext[r->kpid], rs->klen[r->kpid], ts, replay, out);
+        const char *k;
+        size_t kn;
+        rule_key(rs, r, &k, &kn);
+        rc = count(rs, r, k, kn, ts, replay, out);
         if (rc < 0) {
             alerts = tlm_error_set(err, TLM_ENOMEM, "out of memory");
             break;
@@ -1738,12 +1838,11 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
     for (size_t i = 0; i < rs->n; i++) {
         struct rule *r = rs->rules[i];
         for (size_t j = 0; j < r->state.cap; j++) {
-            const struct ment *e = &r->state.e[j];
-            if (!e->k)
+            const struct kstate *s = r->state.e[j].s;
+            if (!s)
                 continue;
-            const struct kstate *s = e->v;
-            json_t *rec = json_pack("{s{ss,ss%,sI,so,sb}}", "state", "id", r->id, "key", e->k,
-                                    e->kn, "count", (json_int_t)s->count, "window",
+            json_t *rec = json_pack("{s{ss,ss%,sI,so,sb}}", "state", "id", r->id, "key", s->k,
+                                    (size_t)s->kn, "count", (json_int_t)s->count, "window",
                                     s->wstart == TLM_TIME_MIN ? json_null()
                                                               : json_integer(s->wstart),
                                     "fired", s->fired);
@@ -1783,14 +1882,12 @@ int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *er
                              json_string_value(id));
     const char *k = json_string_value(key);
     size_t kn = json_string_length(key);
-    uint64_t h = hbytes(k, kn);
-    if (rmap_get(&r->state, k, kn, h))
-        return tlm_error_set(err, TLM_ESTATE, "snapshot: rule %s: key %s twice", r->id, k);
-    struct kstate *s = malloc(sizeof *s);
-    if (!s || rmap_put(&r->state, k, kn, h, s)) {
-        free(s);
+    int isnew;
+    struct kstate *s = smap_get(&r->state, k, kn, hbytes(k, kn), &isnew);
+    if (!s)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-    }
+    if (!isnew)
+        return tlm_error_set(err, TLM_ESTATE, "snapshot: rule %s: key %s twice", r->id, k);
     s->count = json_integer_value(cnt);
     s->wstart = json_is_null(win) ? TLM_TIME_MIN : json_integer_value(win);
     s->fired = json_is_true(fired);
@@ -1798,6 +1895,11 @@ int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *er
 }
 
 /* ---- accessors ------------------------------------------------------------------------- */
+
+void tlm_rules_set_out_unit(struct tlm_rules *rs, enum tlm_time_unit unit)
+{
+    rs->out_unit = unit == TLM_UNIT_AUTO ? TLM_UNIT_MS : unit;
+}
 
 size_t tlm_rules_count(const struct tlm_rules *rs)
 {

@@ -9,7 +9,8 @@
  *    "type": "threshold" | "pattern",    default "threshold"
  *    "scope": "global" | {"key": "cust-42"},   default "global"
  *    "key": "customerId",                field path holding the customer key (default: the
- *                                        engine's key_field); counts are per (rule, key)
+ *                                        engine's key_field); counts are per (rule, key);
+ *                                        null (global scope only): one count over all events
  *    "when": "type == \"login\" && amount > 100",   threshold: the predicate (telem-expr(7))
  *    "threshold": 5,                     threshold: integer >= 1
  *    "window": "10m",                    threshold, optional: tumbling event-time window
@@ -37,7 +38,8 @@
  *  - Alerts are one JSON line each, fields in this order:
  *      {"rule":"r1","name":..,"description":..,"key":"cust-42","count":5,"threshold":5,
  *       "window_start":T,"window_end":T,"time":T[,"replay":true]}
- *    name/description only when the rule has them, window_* only for windowed rules; times
+ *    "key" is null for a rule with "key": null; name/description only when the rule has
+ *    them, window_* only for windowed rules; times
  *    are integers in opts.out_unit (floor), "time" is the event time that crossed.
  *    When one event fires several rules, alerts come in rule order (order of first addition).
  *
@@ -117,6 +119,10 @@ int tlm_rules_control(struct tlm_rules *rs, const char *msg, size_t n, struct tl
 int tlm_rules_add(struct tlm_rules *rs, const json_t *doc, struct tlm_error *err);
 int tlm_rules_replace(struct tlm_rules *rs, const json_t *doc, struct tlm_error *err);
 int tlm_rules_delete(struct tlm_rules *rs, const char *id, struct tlm_error *err);
+
+/* Sets the unit of the times written in alerts (a stage calls it with stage_time_unit(st)
+ * before each event, as window.c does; AUTO = ms). */
+void tlm_rules_set_out_unit(struct tlm_rules *rs, enum tlm_time_unit unit);
 
 /* Checks one rule document without changing anything. Returns 0 or TLM_EINVAL with err
  * filled ("rule r1: unknown member 'tresh'"). */

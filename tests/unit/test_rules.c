@@ -75,7 +75,8 @@ static void test_global_and_customer(void **state)
         "\"name\":\"two logins\"}\n"
         "# per customer\n"
         "{\"id\":\"c1\",\"scope\":{\"key\":\"c42\"},\"when\":\"amount > 100\",\"threshold\":1,"
-        "\"description\":\"big spend\"}\n",
+        "\"description\":\"big spend\"}\n"
+        "{\"id\":\"all\",\"key\":null,\"when\":\"type == 'login'\",\"threshold\":3}\n",
         0);
     struct tlm_buf out = TLM_BUF_INIT;
     feed(rs, 1000, "{\"customerId\":\"c1\",\"type\":\"login\"}", &out);
@@ -89,13 +90,14 @@ static void test_global_and_customer(void **state)
                "\"threshold\":2,\"time\":3000}\n"
                "{\"rule\":\"c1\",\"description\":\"big spend\",\"key\":\"c42\",\"count\":1,"
                "\"threshold\":1,\"time\":3000}\n"
+               "{\"rule\":\"all\",\"key\":null,\"count\":3,\"threshold\":3,\"time\":3000}\n"
                "{\"rule\":\"g1\",\"name\":\"two logins\",\"key\":\"c1\",\"count\":2,"
                "\"threshold\":2,\"time\":4000}\n");
     struct tlm_rules_stats st;
     tlm_rules_get_stats(rs, &st);
     assert_int_equal(st.events, 6);
-    assert_int_equal(st.alerts, 3);
-    assert_int_equal(st.indexed, 1);
+    assert_int_equal(st.alerts, 4);
+    assert_int_equal(st.indexed, 2);
     assert_int_equal(st.unindexed, 1);
     tlm_buf_free(&out);
     tlm_rules_destroy(rs);
@@ -248,6 +250,9 @@ static void test_validation(void **state)
                         "rule p: a pattern rule needs \"pattern\" (a string)", 1);
     expect_reload_error("{\"id\":\"r1\",\"when\":\"true\",\"threshold\":1,\"key\":\"a[0]\"}",
                         "rule r1: \"key\": 'a[0]' is not a plain field path", 1);
+    expect_reload_error("{\"id\":\"r1\",\"when\":\"true\",\"threshold\":1,\"key\":null,"
+                        "\"scope\":{\"key\":\"c1\"}}",
+                        "rule r1: \"key\": null needs the global scope", 1);
     expect_reload_error("{\"id\":\"r1\",", "invalid JSON: string or '}' expected near end of file", 1);
 }
 
@@ -485,7 +490,8 @@ static void rnd_rule(struct tlm_rng *g, int id, struct tlm_buf *b)
     char idbuf[32];
     snprintf(idbuf, sizeof idbuf, "r%d", id);
     json_object_set_new(doc, "id", json_string(idbuf));
-    if (tlm_rng_below(g, 3) == 0) {
+    int scoped = tlm_rng_below(g, 3) == 0;
+    if (scoped) {
         char k[8];
         snprintf(k, sizeof k, "c%d", (int)tlm_rng_below(g, 4));
         json_object_set_new(doc, "scope", json_pack("{ss}", "key", k));
@@ -494,6 +500,8 @@ static void rnd_rule(struct tlm_rng *g, int id, struct tlm_buf *b)
         json_object_set_new(doc, "window", json_string("5s"));
     if (tlm_rng_below(g, 8) == 0)
         json_object_set_new(doc, "key", json_string("tenant.id"));
+    else if (!scoped && tlm_rng_below(g, 10) == 0)
+        json_object_set_new(doc, "key", json_null());
     char *s = json_dumps(doc, JSON_COMPACT);
     tlm_buf_reset(b);
     tlm_buf_puts(b, s);
