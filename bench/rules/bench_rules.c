@@ -79,7 +79,7 @@ int main(int argc, char **argv)
 {
     long nrules = arg(argc, argv, "--rules", 1000);
     long nev = arg(argc, argv, "--events", 1000000);
-    long nnaive = arg(argc, argv, "--naive-events", 20000);
+    long nnaive = arg(argc, argv, "--naive-events", 50000);
     long ncust = arg(argc, argv, "--customers", 10000);
     long nunidx = arg(argc, argv, "--unindexed", 20);
     long ncomplex = arg(argc, argv, "--complex", 10);
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
             snprintf(when, sizeof when, "$.type == \\\"t%d\\\" && amount > %ld", t, c);
         tlm_buf_printf(&rules,
                        "{\"id\":\"r%ld\",\"scope\":%s,\"when\":\"%s\",\"threshold\":%ld%s}\n", i,
-                       scope, when, 5 + (long)tlm_rng_below(&g, 50),
+                       scope, when, 2 + (long)tlm_rng_below(&g, 20),
                        i % 4 == 0 ? ",\"window\":\"1m\"" : "");
     }
 

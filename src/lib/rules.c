@@ -426,6 +426,9 @@ struct tlm_rules {
     struct tlm_jscan *scan;
     struct tlm_jval *vals;
     struct sval *sv;
+    uint32_t *dompids;       /* paths the non-simple rules read (none a prefix of another) */
+    size_t ndom;
+    int full_dom;            /* some non-simple rule reads the whole document */
     struct ix global;
     struct rmap sub;         /* (kpid, scope text) -> struct ix * */
     size_t nthreshold;
@@ -875,6 +878,10 @@ static void derived_free(struct tlm_rules *rs)
     free(rs->sv);
     free(rs->stroff);
     free(rs->kps);
+    free(rs->dompids);
+    rs->dompids = NULL;
+    rs->ndom = 0;
+    rs->full_dom = 0;
     free(rs->ktext);
     free(rs->klen);
     rs->paths = NULL;
@@ -974,7 +981,48 @@ static int rebuild(struct tlm_rules *rs)
         for (size_t a = 0; a < r->natoms; a++)
             if ((r->atoms[a].pid = path_id(rs, &r->atoms[a].path, &cap)) == UINT32_MAX)
                 return TLM_ENOMEM;
+        if (r->simple)
+            continue;
+        /* a non-simple rule is evaluated on a DOM holding only the fields it reads */
+        const struct tlm_path *rp;
+        long nrp = tlm_expr_root_paths(r->when, &rp);
+        if (nrp < 0) {
+            rs->full_dom = 1;
+            continue;
+        }
+        for (long k = 0; k < nrp; k++) {
+            uint32_t pid = path_id(rs, &rp[k], &cap);
+            if (pid == UINT32_MAX)
+                return TLM_ENOMEM;
+            size_t di;
+            for (di = 0; di < rs->ndom && rs->dompids[di] != pid; di++)
+                ;
+            if (di < rs->ndom)
+                continue;
+            uint32_t *d = realloc(rs->dompids, (rs->ndom + 1) * sizeof *d);
+            if (!d)
+                return TLM_ENOMEM;
+            rs->dompids = d;
+            rs->dompids[rs->ndom++] = pid;
+        }
     }
+    /* drop DOM paths that have another DOM path as a prefix (its value holds them) */
+    size_t nd = 0;
+    for (size_t i = 0; i < rs->ndom; i++) {
+        const struct tlm_path *p = &rs->paths[rs->dompids[i]];
+        int covered = 0;
+        for (size_t j = 0; j < rs->ndom && !covered; j++) {
+            const struct tlm_path *q = &rs->paths[rs->dompids[j]];
+            if (j == i || q->nseg >= p->nseg)
+                continue;
+            covered = 1;
+            for (size_t k = 0; k < q->nseg && covered; k++)
+                covered = !strcmp(p->seg[k], q->seg[k]);
+        }
+        if (!covered)
+            rs->dompids[nd++] = rs->dompids[i];
+    }
+    rs->ndom = nd;
     if (rs->nthreshold == 0)
         return 0;
     rs->scan = tlm_jscan_create(rs->paths, rs->npaths);
@@ -1506,6 +1554,36 @@ static int atom_eval(const struct atom *a, const struct sval *sv)
     }
 }
 
+/* Builds an object holding only the DOM paths' values of the current event: what the
+ * non-simple rules read (tlm_expr_root_paths), so they evaluate exactly as on the whole
+ * document. Returns a new object or NULL on ENOMEM. */
+static json_t *sparse_dom(struct tlm_rules *rs)
+{
+    json_t *root = json_object();
+    for (size_t i = 0; root && i < rs->ndom; i++) {
+        uint32_t pid = rs->dompids[i];
+        if (rs->vals[pid].type == TLM_JNONE)
+            continue;
+        const struct tlm_path *p = &rs->paths[pid];
+        json_t *o = root;
+        for (size_t k = 0; o && k + 1 < p->nseg; k++) {
+            json_t *c = json_object_get(o, p->seg[k]);
+            if (!c) {
+                c = json_object();
+                if (json_object_set_new(o, p->seg[k], c))
+                    c = NULL;
+            }
+            o = c;
+        }
+        json_t *v = tlm_jval_to_json(&rs->vals[pid]);
+        if (!o || !v || json_object_set_new(o, p->seg[p->nseg - 1], v)) {
+            json_decref(root);
+            return NULL;
+        }
+    }
+    return root;
+}
+
 /* Evaluates r's predicate on the current event. Returns 1 or 0. */
 static int rule_test(struct tlm_rules *rs, struct rule *r, const char *line, size_t len,
                      int naive)
@@ -1518,7 +1596,7 @@ static int rule_test(struct tlm_rules *rs, struct rule *r, const char *line, siz
         return 1;
     }
     if (!rs->dom) {
-        rs->dom = json_loadb(line, len, 0, NULL);
+        rs->dom = naive || rs->full_dom ? json_loadb(line, len, 0, NULL) : sparse_dom(rs);
         rs->st.dom_parses++;
         if (!rs->dom)
             return 0;

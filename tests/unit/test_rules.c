@@ -443,7 +443,7 @@ static const char *const consts[] = { "'a'", "'b'", "'c'", "'d'", "1", "2", "1.0
                                       "50.5", "-3", "true", "false", "null", "'a\"b'",
                                       "'é'", "0", "-0.0", "'100'" };
 
-static void rnd_atom(struct tlm_rng *g, struct tlm_buf *b)
+static void rnd_atom(struct tlm_rng *g, struct tlm_buf *b, int full)
 {
     const char *f = fields[tlm_rng_below(g, 7)];
     const char *c = consts[tlm_rng_below(g, 18)];
@@ -470,20 +470,26 @@ static void rnd_atom(struct tlm_rng *g, struct tlm_buf *b)
     case 7:
         tlm_buf_printf(b, "(%s == %s || %s > 10)", f, c, fields[tlm_rng_below(g, 7)]);
         break;
-    default:
-        tlm_buf_printf(b, "%s", tlm_rng_below(g, 2) ? "contains(type, 'a')" : "!(flag == true)");
+    default: {
+        static const char *const complex[] = { "contains(type, 'a')", "!(flag == true)",
+                                               "length(nested) >= 1", "exists($.nested.x)",
+                                               "nested", "tenant.id == 't1' || s",
+                                               "count($..x) > 0" };
+        /* the last one reads the whole document; without it the sparse DOM is used */
+        tlm_buf_printf(b, "%s", complex[tlm_rng_below(g, full ? 7 : 6)]);
         break;
+    }
     }
 }
 
-static void rnd_rule(struct tlm_rng *g, int id, struct tlm_buf *b)
+static void rnd_rule(struct tlm_rng *g, int id, struct tlm_buf *b, int full)
 {
     struct tlm_buf when = TLM_BUF_INIT;
     int n = 1 + (int)tlm_rng_below(g, 3);
     for (int i = 0; i < n; i++) {
         if (i)
             tlm_buf_puts(&when, " && ");
-        rnd_atom(g, &when);
+        rnd_atom(g, &when, full);
     }
     json_t *doc = json_pack("{sssssi}", "id", "", "when", when.data, "threshold",
                             1 + (int)tlm_rng_below(g, 4));
@@ -545,18 +551,17 @@ static void rnd_event(struct tlm_rng *g, struct tlm_buf *b)
     tlm_buf_putc(b, '}');
 }
 
-static void test_differential(void **state)
+static void differential(uint64_t seed, int full)
 {
-    (void)state;
     struct tlm_rng g;
-    tlm_rng_seed(&g, 20261121);
+    tlm_rng_seed(&g, seed);
     struct tlm_rules *ix = engine(NULL, 0), *nv = engine(NULL, 1);
     struct tlm_buf r = TLM_BUF_INIT, ev = TLM_BUF_INIT, o1 = TLM_BUF_INIT, o2 = TLM_BUF_INIT;
     struct tlm_buf msg = TLM_BUF_INIT;
     struct tlm_error err;
     int next = 0;
     for (int i = 0; i < 300; i++) {
-        rnd_rule(&g, next++, &r);
+        rnd_rule(&g, next++, &r, full);
         tlm_buf_reset(&msg);
         tlm_buf_printf(&msg, "{\"op\":\"add\",\"rule\":%s}", r.data);
         tlm_error_clear(&err);
@@ -573,7 +578,7 @@ static void test_differential(void **state)
             tlm_buf_printf(&msg, "{\"op\":\"delete\",\"id\":\"r%d\"}", victim);
             int a = tlm_rules_control(ix, msg.data, msg.len, &err);
             assert_int_equal(tlm_rules_control(nv, msg.data, msg.len, &err), a);
-            rnd_rule(&g, next++, &r);
+            rnd_rule(&g, next++, &r, full);
             tlm_buf_reset(&msg);
             tlm_buf_printf(&msg, "{\"op\":\"add\",\"rule\":%s}", r.data);
             assert_int_equal(tlm_rules_control(ix, msg.data, msg.len, &err), TLM_RULES_ADDED);
@@ -604,6 +609,18 @@ static void test_differential(void **state)
     tlm_rules_destroy(nv);
 }
 
+static void test_differential(void **state)
+{
+    (void)state;
+    differential(20261121, 1);
+}
+
+static void test_differential_sparse_dom(void **state)
+{
+    (void)state;
+    differential(7, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +633,7 @@ int main(void)
         cmocka_unit_test(test_replay_archive),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_differential),
+        cmocka_unit_test(test_differential_sparse_dom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
