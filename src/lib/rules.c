@@ -403,6 +403,12 @@ struct match {
     uint32_t kp;             /* which key text */
 };
 
+/* A control message waiting for its event time ("at"). */
+struct pend {
+    tlm_time_t at;
+    json_t *msg;             /* owned, "at" removed */
+};
+
 struct tlm_rules {
     char *key_field;
     char *time_field;
@@ -415,6 +421,8 @@ struct tlm_rules {
     struct rule **rules;     /* rule order */
     size_t n, cap;
     struct rmap byid;        /* id -> rule */
+    struct pend *pend;       /* queued control messages, by (at, arrival) */
+    size_t npend, pcap;
     unsigned long long next_seq;
 
     /* derived, rebuilt after every change */
@@ -843,6 +851,8 @@ fail:
     return NULL;
 }
 
+static int jval_time(const struct tlm_jval *v, enum tlm_time_unit unit, tlm_time_t *ts);
+
 /* ---- derived structures ---------------------------------------------------------------- */
 
 static void rvec_free_ptr(void *p)
@@ -1097,6 +1107,9 @@ void tlm_rules_destroy(struct tlm_rules *rs)
     for (size_t i = 0; i < rs->n; i++)
         rule_free(rs->rules[i]);
     free(rs->rules);
+    for (size_t i = 0; i < rs->npend; i++)
+        json_decref(rs->pend[i].msg);
+    free(rs->pend);
     rmap_free(&rs->byid, NULL);
     path_free(&rs->key_default, 1);
     path_free(&rs->time_path, 1);
@@ -1264,6 +1277,67 @@ int tlm_rules_delete(struct tlm_rules *rs, const char *id, struct tlm_error *err
     return finish(rs, TLM_RULES_DELETED, err);
 }
 
+/* Checks control message m (an object without "at") and, when apply, applies it. Returns
+ * the change (> 0; 0 when only checked) or a negative code with err filled. */
+static int control_msg(struct tlm_rules *rs, json_t *m, int apply, struct tlm_error *err)
+{
+    const char *k;
+    json_t *v;
+    const char *op = json_is_object(m) ? json_string_value(json_object_get(m, "op")) : NULL;
+    if (!op)
+        return tlm_error_set(err, TLM_EINVAL, "control message: \"op\" must be one of add, "
+                                              "replace, upsert, delete");
+    int del = !strcmp(op, "delete");
+    json_object_foreach(m, k, v) {
+        if (strcmp(k, "op") && strcmp(k, del ? "id" : "rule"))
+            return tlm_error_set(err, TLM_EINVAL,
+                                 "control message: unknown member \"%s\" for op %s", k, op);
+    }
+    if (del) {
+        json_t *id = json_object_get(m, "id");
+        if (!json_is_string(id))
+            return tlm_error_set(err, TLM_EINVAL,
+                                 "control message: delete needs \"id\" (a string)");
+        return apply ? tlm_rules_delete(rs, json_string_value(id), err) : 0;
+    }
+    int mode = !strcmp(op, "add")       ? 0
+               : !strcmp(op, "replace") ? 1
+               : !strcmp(op, "upsert")  ? 2
+                                        : -1;
+    if (mode < 0)
+        return tlm_error_set(err, TLM_EINVAL, "control message: unknown op \"%s\"", op);
+    json_t *doc = json_object_get(m, "rule");
+    if (!json_is_object(doc))
+        return tlm_error_set(err, TLM_EINVAL, "control message: %s needs \"rule\" (an object)",
+                             op);
+    if (!apply) {
+        int rc = tlm_rules_validate(rs, doc, err);
+        return rc < 0 ? rc : 0;
+    }
+    return do_change(rs, doc, mode, err);
+}
+
+static int pend_push(struct tlm_rules *rs, tlm_time_t at, json_t *m)
+{
+    if (rs->npend == rs->pcap) {
+        size_t c = rs->pcap ? rs->pcap * 2 : 8;
+        struct pend *p = realloc(rs->pend, c * sizeof *p);
+        if (!p)
+            return TLM_ENOMEM;
+        rs->pend = p;
+        rs->pcap = c;
+    }
+    /* keep (at, arrival) order: insert after every entry with at <= this one */
+    size_t i = rs->npend;
+    while (i > 0 && rs->pend[i - 1].at > at)
+        i--;
+    memmove(rs->pend + i + 1, rs->pend + i, (rs->npend - i) * sizeof *rs->pend);
+    rs->pend[i].at = at;
+    rs->pend[i].msg = m;
+    rs->npend++;
+    return 0;
+}
+
 int tlm_rules_control(struct tlm_rules *rs, const char *msg, size_t n, struct tlm_error *err)
 {
     json_error_t je;
@@ -1274,46 +1348,60 @@ int tlm_rules_control(struct tlm_rules *rs, const char *msg, size_t n, struct tl
             err->column = je.column;
         return TLM_EPARSE;
     }
-    int rc;
-    const char *k;
-    json_t *v;
-    const char *op = json_is_object(m) ? json_string_value(json_object_get(m, "op")) : NULL;
-    if (!op) {
-        rc = tlm_error_set(err, TLM_EINVAL, "control message: \"op\" must be one of add, "
-                                            "replace, upsert, delete");
-        goto out;
+    json_t *at = json_is_object(m) ? json_object_get(m, "at") : NULL;
+    if (!at) {
+        int rc = control_msg(rs, m, 1, err);
+        json_decref(m);
+        return rc;
     }
-    int del = !strcmp(op, "delete");
-    json_object_foreach(m, k, v) {
-        if (strcmp(k, "op") && strcmp(k, del ? "id" : "rule")) {
-            rc = tlm_error_set(err, TLM_EINVAL, "control message: unknown member \"%s\" for op %s",
-                               k, op);
-            goto out;
-        }
+    tlm_time_t t;
+    struct tlm_jval tv = { TLM_JNONE, NULL, 0, 0 };
+    char *txt = json_dumps(at, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (txt) {
+        tv.p = txt;
+        tv.n = strlen(txt);
+        tv.type = json_is_integer(at) ? TLM_JINT : json_is_real(at) ? TLM_JREAL
+                  : json_is_string(at) ? TLM_JSTRING : TLM_JNONE;
+        tv.escaped = json_is_string(at) && strchr(txt, '\\') != NULL;
     }
-    if (del) {
-        json_t *id = json_object_get(m, "id");
-        if (!json_is_string(id)) {
-            rc = tlm_error_set(err, TLM_EINVAL, "control message: delete needs \"id\" (a string)");
-            goto out;
-        }
-        rc = tlm_rules_delete(rs, json_string_value(id), err);
-        goto out;
+    int bad = !txt || jval_time(&tv, rs->time_unit, &t);
+    free(txt);
+    if (bad) {
+        json_decref(m);
+        return tlm_error_set(err, TLM_EINVAL,
+                             "control message: \"at\" must be an event time (a number in the "
+                             "time unit or an RFC 3339 string)");
     }
-    int mode = !strcmp(op, "add") ? 0 : !strcmp(op, "replace") ? 1 : !strcmp(op, "upsert") ? 2 : -1;
-    if (mode < 0) {
-        rc = tlm_error_set(err, TLM_EINVAL, "control message: unknown op \"%s\"", op);
-        goto out;
+    json_object_del(m, "at");
+    int rc = control_msg(rs, m, 0, err);
+    if (rc == 0 && pend_push(rs, t, m))
+        rc = tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    if (rc < 0) {
+        json_decref(m);
+        return rc;
     }
-    json_t *doc = json_object_get(m, "rule");
-    if (!json_is_object(doc)) {
-        rc = tlm_error_set(err, TLM_EINVAL, "control message: %s needs \"rule\" (an object)", op);
-        goto out;
+    return TLM_RULES_QUEUED;
+}
+
+int tlm_rules_due(struct tlm_rules *rs, tlm_time_t ts, struct tlm_error *err)
+{
+    int applied = 0;
+    while (rs->npend && rs->pend[0].at <= ts) {
+        json_t *m = rs->pend[0].msg;
+        rs->npend--;
+        memmove(rs->pend, rs->pend + 1, rs->npend * sizeof *rs->pend);
+        int rc = control_msg(rs, m, 1, err);
+        json_decref(m);
+        if (rc < 0)
+            return rc;
+        applied++;
     }
-    rc = do_change(rs, doc, mode, err);
-out:
-    json_decref(m);
-    return rc;
+    return applied;
+}
+
+size_t tlm_rules_pending(const struct tlm_rules *rs)
+{
+    return rs->npend;
 }
 
 /* ---- reload --------------------------------------------------------------------------- */
@@ -1913,6 +2001,16 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
         if (rc)
             return rc;
     }
+    for (size_t i = 0; i < rs->npend; i++) {
+        json_t *rec = json_pack("{s{sIsO}}", "pending", "at", (json_int_t)rs->pend[i].at, "msg",
+                                rs->pend[i].msg);
+        if (!rec)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        int rc = tlm_snap_put(w, rec, err);
+        json_decref(rec);
+        if (rc)
+            return rc;
+    }
     for (size_t i = 0; i < rs->n; i++) {
         struct rule *r = rs->rules[i];
         for (size_t j = 0; j < r->state.cap; j++) {
@@ -1943,6 +2041,17 @@ int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *er
         tlm_error_clear(&e);
         if (tlm_rules_add(rs, doc, &e) < 0)
             return tlm_error_set(err, TLM_ESTATE, "snapshot: %s", e.text);
+        return 1;
+    }
+    json_t *pd = json_object_get(rec, "pending");
+    if (pd && json_object_size(rec) == 1) {
+        json_t *at = json_object_get(pd, "at"), *m = json_object_get(pd, "msg");
+        if (!json_is_integer(at) || !json_is_object(m))
+            return tlm_error_set(err, TLM_ESTATE, "snapshot: malformed pending control record");
+        if (pend_push(rs, json_integer_value(at), json_incref(m))) {
+            json_decref(m);
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        }
         return 1;
     }
     json_t *st = json_object_get(rec, "state");

@@ -74,7 +74,12 @@
 
 struct tlm_rules;
 
-enum tlm_rules_change { TLM_RULES_ADDED = 1, TLM_RULES_REPLACED, TLM_RULES_DELETED };
+enum tlm_rules_change {
+    TLM_RULES_ADDED = 1,
+    TLM_RULES_REPLACED,
+    TLM_RULES_DELETED,
+    TLM_RULES_QUEUED         /* tlm_rules_control: checked and queued until its "at" time */
+};
 
 struct tlm_rules_opts {
     const char *key_field;     /* default key path for rules without "key" (dotted field,
@@ -112,8 +117,23 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
  *   {"op":"add","rule":{...}}   {"op":"replace","rule":{...}}
  *   {"op":"delete","id":"r1"}   ("upsert" adds or replaces)
  * Returns the enum tlm_rules_change applied (> 0), or a negative code with err filled
- * (nothing changed). */
+ * (nothing changed).
+ *
+ * With "at": T (an event time: a number in opts.time_unit or an RFC 3339 string) the
+ * message is checked now (syntax and rule document; not whether the id exists) and queued:
+ * it returns TLM_RULES_QUEUED and the change is applied by tlm_rules_due() before the first
+ * event whose time is >= T. This makes a control file deterministic against an event file
+ * (tests, replays); without "at" a change applies between the events where it arrives. */
 int tlm_rules_control(struct tlm_rules *rs, const char *msg, size_t n, struct tlm_error *err);
+
+/* Applies the queued control messages whose "at" is <= ts, in (at, arrival) order. Call it
+ * before tlm_rules_event(ts). Returns how many were applied, or a negative code with err
+ * filled for one that failed at apply time (replace of an unknown id...): that message is
+ * dropped, the ones before it are applied, call again to go on. */
+int tlm_rules_due(struct tlm_rules *rs, tlm_time_t ts, struct tlm_error *err);
+
+/* Number of queued control messages. */
+size_t tlm_rules_pending(const struct tlm_rules *rs);
 
 /* The same on a parsed document (borrowed for the call; copied when kept). */
 int tlm_rules_add(struct tlm_rules *rs, const json_t *doc, struct tlm_error *err);
@@ -150,8 +170,9 @@ long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *con
                            size_t n, tlm_time_t until, struct tlm_buf *out,
                            long long *skipped, struct tlm_error *err);
 
-/* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order) and one per
- * (rule, key) state ({"state":{"id":..,"key":..,"count":..,"window":ns|null,"fired":b}}).
+/* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order), one per queued
+ * control message ({"pending":{"at":ns,"msg":{..}}}) and one per (rule, key) state
+ * ({"state":{"id":..,"key":..,"count":..,"window":ns|null,"fired":b}}).
  * Returns 0 or an error. */
 int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_error *err);
 

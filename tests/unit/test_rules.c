@@ -26,7 +26,8 @@
 
 static struct tlm_rules *engine(const char *rules, int naive)
 {
-    struct tlm_rules_opts o = { .out_unit = TLM_UNIT_MS, .naive = naive };
+    struct tlm_rules_opts o = { .out_unit = TLM_UNIT_MS, .time_unit = TLM_UNIT_MS,
+                                .naive = naive };
     struct tlm_error err;
     tlm_error_clear(&err);
     struct tlm_rules *rs = tlm_rules_create(&o, &err);
@@ -142,6 +143,45 @@ static void test_control_mid_stream(void **state)
     assert_int_equal(tlm_rules_count(rs), 2);
     assert_string_equal(tlm_rules_id(rs, 0), "r1");
     assert_string_equal(tlm_rules_id(rs, 1), "r3");
+    tlm_buf_free(&out);
+    tlm_rules_destroy(rs);
+}
+
+static void due(struct tlm_rules *rs, long long ms, int expect)
+{
+    struct tlm_error err;
+    tlm_error_clear(&err);
+    int rc = tlm_rules_due(rs, ms * 1000000, &err);
+    if (rc != expect)
+        fail_msg("due %lld: got %d (%s), want %d", ms, rc, err.text, expect);
+}
+
+static void test_control_at(void **state)
+{
+    (void)state;
+    struct tlm_rules *rs = engine("{\"id\":\"r1\",\"when\":\"type == 'a'\",\"threshold\":2}", 0);
+    struct tlm_buf out = TLM_BUF_INIT;
+    control(rs, "{\"at\":5,\"op\":\"delete\",\"id\":\"r1\"}", TLM_RULES_QUEUED);
+    control(rs, "{\"at\":3,\"op\":\"add\",\"rule\":{\"id\":\"r2\",\"when\":\"type == 'a'\","
+                "\"threshold\":1}}",
+            TLM_RULES_QUEUED);
+    control(rs, "{\"op\":\"replace\",\"at\":3,\"rule\":{\"id\":\"zz\",\"when\":\"true\","
+                "\"threshold\":1}}",
+            TLM_RULES_QUEUED);
+    control(rs, "{\"at\":\"soon\",\"op\":\"delete\",\"id\":\"r1\"}", TLM_EINVAL);
+    control(rs, "{\"at\":1,\"op\":\"add\",\"rule\":{\"id\":\"bad\"}}", TLM_EINVAL);
+    assert_int_equal(tlm_rules_pending(rs), 3);
+    due(rs, 1, 0);
+    feed(rs, 1, "{\"customerId\":\"c1\",\"type\":\"a\"}", &out);
+    due(rs, 3, TLM_ENOTFOUND); /* r2 added, then the replace of zz fails and is dropped */
+    due(rs, 3, 0);
+    feed(rs, 3, "{\"customerId\":\"c1\",\"type\":\"a\"}", &out);
+    due(rs, 5, 1);
+    feed(rs, 5, "{\"customerId\":\"c1\",\"type\":\"a\"}", &out);
+    assert_int_equal(tlm_rules_pending(rs), 0);
+    expect_out(&out, "{\"rule\":\"r1\",\"key\":\"c1\",\"count\":2,\"threshold\":2,\"time\":3}\n"
+                     "{\"rule\":\"r2\",\"key\":\"c1\",\"count\":1,\"threshold\":1,\"time\":3}\n");
+    assert_int_equal(tlm_rules_count(rs), 1);
     tlm_buf_free(&out);
     tlm_rules_destroy(rs);
 }
@@ -378,6 +418,8 @@ static void test_snapshot_round_trip(void **state)
     feed(a, 1000, "{\"customerId\":\"c1\",\"type\":\"x\"}", &out);
     feed(a, 2000, "{\"customerId\":\"c1\",\"type\":\"x\"}", &out);
     feed(a, 3000, "{\"customerId\":\"c2\",\"type\":\"x\",\"n\":5}", &out);
+    control(a, "{\"at\":\"2030-01-01T00:00:00Z\",\"op\":\"delete\",\"id\":\"u\"}",
+            TLM_RULES_QUEUED);
     char path[] = "/tmp/tlm-rules-snap-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -408,7 +450,8 @@ static void test_snapshot_round_trip(void **state)
         json_decref(rec);
     }
     assert_int_equal(rc, 0);
-    assert_int_equal(ours, 3 + 3);
+    assert_int_equal(ours, 3 + 3 + 1);
+    assert_int_equal(tlm_rules_pending(b), 1);
     assert_int_equal(other, 1);
     tlm_snap_close(r);
     json_decref(h2);
@@ -626,6 +669,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_global_and_customer),
         cmocka_unit_test(test_control_mid_stream),
+        cmocka_unit_test(test_control_at),
         cmocka_unit_test(test_window_rearm),
         cmocka_unit_test(test_reload_diff),
         cmocka_unit_test(test_validation),
