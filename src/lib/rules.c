@@ -274,8 +274,9 @@ struct kstate {
     long long count;
     tlm_time_t wstart;       /* window start, TLM_TIME_MIN without a window */
     int fired;
-    uint32_t kn;             /* key length */
-    char k[];                /* key text, NUL-terminated */
+    uint32_t kn;             /* map key length: the key text, then (windowed) 8 bytes of wstart */
+    uint32_t tn;             /* key text length */
+    char k[];                /* map key, NUL-terminated */
 };
 
 struct sslot {
@@ -329,6 +330,7 @@ static struct kstate *smap_get(struct smap *m, const char *k, size_t kn, uint64_
     s->wstart = TLM_TIME_MIN;
     s->fired = 0;
     s->kn = (uint32_t)kn;
+    s->tn = (uint32_t)kn;
     memcpy(s->k, k, kn);
     s->k[kn] = 0;
     struct sslot *e = smap_slot(m, k, kn, h);
@@ -368,7 +370,8 @@ struct rule {
     size_t natoms;
     int simple;              /* every conjunct is an atom */
     int anchor;              /* index of the equality atom indexed, or -1 */
-    struct smap state;       /* key text -> struct kstate */
+    struct smap state;       /* key text [+ window start] -> struct kstate */
+    tlm_time_t min_open;     /* windowed: smallest window start held, TLM_TIME_MAX if none */
 };
 
 struct rvec {
@@ -451,6 +454,10 @@ struct tlm_rules {
     struct match *m;
     size_t mcap;
     json_t *dom;
+
+    tlm_time_t wm;           /* watermark (tlm_rules_watermark), TLM_TIME_MIN before any */
+    tlm_time_t next_expiry;  /* lowest cleanup time (window end - 1) of any held window */
+    struct tlm_buf ck;       /* composite state key being built */
 
     struct tlm_rules_stats st;
 };
@@ -710,6 +717,7 @@ static struct rule *rule_parse(struct tlm_rules *rs, const json_t *doc, struct t
         return NULL;
     }
     r->anchor = -1;
+    r->min_open = TLM_TIME_MAX;
     int bad = 0;
     const char *type = opt_string(doc, "type", &bad);
     if (bad || (type && strcmp(type, "threshold") && strcmp(type, "pattern"))) {
@@ -1085,6 +1093,8 @@ struct tlm_rules *tlm_rules_create(const struct tlm_rules_opts *o, struct tlm_er
     rs->time_unit = o ? o->time_unit : TLM_UNIT_AUTO;
     rs->out_unit = o && o->out_unit != TLM_UNIT_AUTO ? o->out_unit : TLM_UNIT_MS;
     rs->naive = o ? o->naive : 0;
+    rs->wm = TLM_TIME_MIN;
+    rs->next_expiry = TLM_TIME_MAX;
     rs->o.key_field = rs->o.time_field = NULL;
     if (!rs->key_field || !rs->time_field) {
         tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -1117,6 +1127,7 @@ void tlm_rules_destroy(struct tlm_rules *rs)
     free(rs->time_field);
     tlm_buf_free(&rs->strs);
     tlm_buf_free(&rs->kb);
+    tlm_buf_free(&rs->ck);
     free(rs->cand.v);
     free(rs->m);
     json_decref(rs->dom);
@@ -1192,8 +1203,11 @@ static void detach(struct tlm_rules *rs, struct rule *old)
     rule_free(old);
 }
 
+static void recompute_expiry(struct tlm_rules *rs);
+
 static int finish(struct tlm_rules *rs, int rc, struct tlm_error *err)
 {
+    recompute_expiry(rs);
     int r2 = rebuild(rs);
     if (r2)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -1731,6 +1745,24 @@ static int alert(struct tlm_rules *rs, const struct rule *r, const char *key, si
     return 1;
 }
 
+/* Has the window [ws, ws + w) been closed by watermark wm (Flink: its last timestamp
+ * ws + w - 1 is at or below the watermark)? */
+static int window_closed(tlm_time_t wm, tlm_time_t ws, int64_t w)
+{
+    return wm != TLM_TIME_MIN && wm >= TLM_TIME_MIN + w && ws <= wm - (w - 1);
+}
+
+/* A state of window ws of r now exists: lower r's and the engine's next cleanup time. */
+static void note_open(struct tlm_rules *rs, struct rule *r, tlm_time_t ws)
+{
+    if (ws < r->min_open) {
+        r->min_open = ws;
+        tlm_time_t end = ws > TLM_TIME_MAX - r->window ? TLM_TIME_MAX : ws + r->window - 1;
+        if (end < rs->next_expiry)
+            rs->next_expiry = end;
+    }
+}
+
 static tlm_time_t window_of(tlm_time_t ts, int64_t w)
 {
     tlm_time_t q = ts / w;
@@ -1744,19 +1776,29 @@ static int count(struct tlm_rules *rs, struct rule *r, const char *key, size_t k
                  tlm_time_t ts, int replay, struct tlm_buf *out)
 {
     int isnew;
-    struct kstate *s = smap_get(&r->state, key, kn, hbytes(key, kn), &isnew);
-    if (!s)
-        return TLM_ENOMEM;
+    const char *ck = key;
+    size_t ckn = kn;
+    tlm_time_t ws = TLM_TIME_MIN;
     if (r->window) {
-        tlm_time_t ws = window_of(ts, r->window);
-        if (s->wstart == TLM_TIME_MIN || ws > s->wstart) {
-            s->wstart = ws;
-            s->count = 0;
-            s->fired = 0;
-        } else if (ws < s->wstart) {
+        ws = window_of(ts, r->window);
+        if (!replay && window_closed(rs->wm, ws, r->window)) {
             rs->st.late++;
             return 0;
         }
+        tlm_buf_reset(&rs->ck);
+        if (tlm_buf_append(&rs->ck, key, kn) || tlm_buf_append(&rs->ck, &ws, sizeof ws))
+            return TLM_ENOMEM;
+        ck = rs->ck.data;
+        ckn = rs->ck.len;
+    }
+    struct kstate *s = smap_get(&r->state, ck, ckn, hbytes(ck, ckn), &isnew);
+    if (!s)
+        return TLM_ENOMEM;
+    if (isnew) {
+        s->tn = (uint32_t)kn;
+        s->wstart = ws;
+        if (r->window)
+            note_open(rs, r, ws);
     }
     rs->st.matched++;
     if (s->count < LLONG_MAX)
@@ -2001,6 +2043,13 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
         if (rc)
             return rc;
     }
+    if (rs->wm != TLM_TIME_MIN) {
+        json_t *rec = json_pack("{sI}", "watermark", (json_int_t)rs->wm);
+        int rc = rec ? tlm_snap_put(w, rec, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        json_decref(rec);
+        if (rc)
+            return rc;
+    }
     for (size_t i = 0; i < rs->npend; i++) {
         json_t *rec = json_pack("{s{sIsO}}", "pending", "at", (json_int_t)rs->pend[i].at, "msg",
                                 rs->pend[i].msg);
@@ -2018,7 +2067,7 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
             if (!s)
                 continue;
             json_t *rec = json_pack("{s{ss,ss%,sI,so,sb}}", "state", "id", r->id, "key", s->k,
-                                    (size_t)s->kn, "count", (json_int_t)s->count, "window",
+                                    (size_t)s->tn, "count", (json_int_t)s->count, "window",
                                     s->wstart == TLM_TIME_MIN ? json_null()
                                                               : json_integer(s->wstart),
                                     "fired", s->fired);
@@ -2041,6 +2090,13 @@ int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *er
         tlm_error_clear(&e);
         if (tlm_rules_add(rs, doc, &e) < 0)
             return tlm_error_set(err, TLM_ESTATE, "snapshot: %s", e.text);
+        return 1;
+    }
+    json_t *wmv = json_object_get(rec, "watermark");
+    if (wmv && json_object_size(rec) == 1) {
+        if (!json_is_integer(wmv))
+            return tlm_error_set(err, TLM_ESTATE, "snapshot: malformed rules watermark record");
+        rs->wm = json_integer_value(wmv);
         return 1;
     }
     json_t *pd = json_object_get(rec, "pending");
@@ -2069,19 +2125,99 @@ int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *er
                              json_string_value(id));
     const char *k = json_string_value(key);
     size_t kn = json_string_length(key);
+    if (!r->window != json_is_null(win))
+        return tlm_error_set(err, TLM_ESTATE, "snapshot: rule %s: window state mismatch", r->id);
+    tlm_time_t ws = json_is_null(win) ? TLM_TIME_MIN : json_integer_value(win);
+    tlm_buf_reset(&rs->ck);
+    if (tlm_buf_append(&rs->ck, k, kn) ||
+        (r->window && tlm_buf_append(&rs->ck, &ws, sizeof ws)))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     int isnew;
-    struct kstate *s = smap_get(&r->state, k, kn, hbytes(k, kn), &isnew);
+    struct kstate *s = smap_get(&r->state, rs->ck.data, rs->ck.len,
+                                hbytes(rs->ck.data, rs->ck.len), &isnew);
     if (!s)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (!isnew)
         return tlm_error_set(err, TLM_ESTATE, "snapshot: rule %s: key %s twice", r->id, k);
+    s->tn = (uint32_t)kn;
     s->count = json_integer_value(cnt);
-    s->wstart = json_is_null(win) ? TLM_TIME_MIN : json_integer_value(win);
+    s->wstart = ws;
     s->fired = json_is_true(fired);
+    if (r->window)
+        note_open(rs, r, ws);
     return 1;
 }
 
 /* ---- accessors ------------------------------------------------------------------------- */
+
+/* Keeps the states of r whose window is still open at rs->wm; returns how many were dropped. */
+static long long compact(struct tlm_rules *rs, struct rule *r)
+{
+    struct smap nm = { NULL, 0, 0 };
+    long long dropped = 0;
+    r->min_open = TLM_TIME_MAX;
+    size_t keep = 0;
+    for (size_t i = 0; i < r->state.cap; i++)
+        if (r->state.e[i].s && !window_closed(rs->wm, r->state.e[i].s->wstart, r->window))
+            keep++;
+    size_t cap = 8;
+    while (cap < keep * 2 + 2)
+        cap *= 2;
+    nm.e = calloc(cap, sizeof *nm.e);
+    if (!nm.e)
+        return 0; /* keep everything; try again at the next watermark */
+    nm.cap = cap;
+    for (size_t i = 0; i < r->state.cap; i++) {
+        struct kstate *s = r->state.e[i].s;
+        if (!s)
+            continue;
+        if (window_closed(rs->wm, s->wstart, r->window)) {
+            free(s);
+            dropped++;
+            continue;
+        }
+        *smap_slot(&nm, s->k, s->kn, r->state.e[i].h) = r->state.e[i];
+        nm.n++;
+        if (s->wstart < r->min_open)
+            r->min_open = s->wstart;
+    }
+    free(r->state.e);
+    r->state = nm;
+    return dropped;
+}
+
+static void recompute_expiry(struct tlm_rules *rs)
+{
+    rs->next_expiry = TLM_TIME_MAX;
+    for (size_t i = 0; i < rs->n; i++) {
+        const struct rule *r = rs->rules[i];
+        if (r->pattern || !r->window || r->min_open == TLM_TIME_MAX)
+            continue;
+        tlm_time_t end = r->min_open > TLM_TIME_MAX - r->window ? TLM_TIME_MAX
+                                                                : r->min_open + r->window - 1;
+        if (end < rs->next_expiry)
+            rs->next_expiry = end;
+    }
+}
+
+long long tlm_rules_watermark(struct tlm_rules *rs, tlm_time_t wm)
+{
+    if (wm <= rs->wm)
+        return 0;
+    rs->wm = wm;
+    if (wm < rs->next_expiry)
+        return 0;
+    long long dropped = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        struct rule *r = rs->rules[i];
+        if (!r->pattern && r->window && r->min_open != TLM_TIME_MAX &&
+            window_closed(wm, r->min_open, r->window))
+            dropped += compact(rs, r);
+    }
+    recompute_expiry(rs);
+    rs->st.expired += dropped;
+    return dropped;
+}
 
 void tlm_rules_set_out_unit(struct tlm_rules *rs, enum tlm_time_unit unit)
 {

@@ -29,12 +29,13 @@
  *  - Without "window" the count per (rule, key) grows forever; when it reaches the threshold
  *    one alert is written, and no other for that (rule, key) until the rule is replaced.
  *  - With "window": W, windows are tumbling and aligned to the epoch as Flink's
- *    TumblingEventTimeWindows (offset 0): [floor(ts/W)*W, +W). The count restarts in each
- *    window; the first event that makes it reach the threshold writes one alert at once
- *    (an early-firing trigger, not at window end), and the next window re-arms. Each
- *    (rule, key) keeps only its newest window: an event of an older window is late, ignored
- *    and counted in stats "late" (Flink would still count it until the watermark passes
- *    the window end plus allowed lateness: this differs).
+ *    TumblingEventTimeWindows (offset 0): [floor(ts/W)*W, +W). Each (rule, key, window) has
+ *    its own count; the first event that makes it reach the threshold writes one alert at
+ *    once (an early-firing trigger, not at window end); every window re-arms. Out-of-order
+ *    events count in their own window. Lateness is Flink's with allowed lateness 0: once
+ *    tlm_rules_watermark() has raised the watermark to or past a window's last instant
+ *    (start + W - 1), that window's states are dropped and its events are late: ignored
+ *    and counted in stats "late". Without watermarks nothing is late and windows are kept.
  *  - Alerts are one JSON line each, fields in this order:
  *      {"rule":"r1","name":..,"description":..,"key":"cust-42","count":5,"threshold":5,
  *       "window_start":T,"window_end":T,"time":T[,"replay":true]}
@@ -170,7 +171,8 @@ long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *con
                            size_t n, tlm_time_t until, struct tlm_buf *out,
                            long long *skipped, struct tlm_error *err);
 
-/* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order), one per queued
+/* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order), the watermark
+ * ({"watermark":ns}, when set), one per queued
  * control message ({"pending":{"at":ns,"msg":{..}}}) and one per (rule, key) state
  * ({"state":{"id":..,"key":..,"count":..,"window":ns|null,"fired":b}}).
  * Returns 0 or an error. */
@@ -188,18 +190,25 @@ const char *tlm_rules_id(const struct tlm_rules *rs, size_t i);
 const json_t *tlm_rules_doc(const struct tlm_rules *rs, size_t i);
 int tlm_rules_is_pattern(const struct tlm_rules *rs, size_t i);
 
+/* Raises the watermark (never lowers it): a stage calls it from on_watermark. Windows whose
+ * last instant is <= wm are closed: their (rule, key, window) states are freed (memory is
+ * bounded by the open windows) and later events for them are late. Cheap when nothing
+ * closes (one compare). Returns the number of states freed. */
+long long tlm_rules_watermark(struct tlm_rules *rs, tlm_time_t wm);
+
 /* Counters since creation. */
 struct tlm_rules_stats {
     long long events;       /* events seen by tlm_rules_event */
     long long candidates;   /* rules evaluated (after scope and index) */
     long long matched;      /* (event, rule) pairs that counted */
     long long alerts;       /* alerts written (replay included) */
-    long long late;         /* events older than their (rule, key)'s window */
+    long long late;         /* matches dropped: their window was closed by the watermark */
+    long long expired;      /* (rule, key, window) states freed by the watermark */
     long long eval_errors;  /* predicate evaluations that failed (counted false) */
     long long dom_parses;   /* events that needed a DOM for a non-simple predicate */
     long long indexed;      /* threshold rules reached through the equality index */
     long long unindexed;    /* threshold rules evaluated on every event in their scope */
-    long long keys;         /* (rule, key) states held */
+    long long keys;         /* (rule, key[, window]) states held */
 };
 void tlm_rules_get_stats(const struct tlm_rules *rs, struct tlm_rules_stats *s);
 

@@ -198,19 +198,27 @@ static void test_window_rearm(void **state)
     feed(rs, -1, x, &out); /* window [-10000, 0) */
     feed(rs, 1000, x, &out);
     feed(rs, 2000, x, &out);
-    feed(rs, 3000, x, &out);
     feed(rs, 12000, x, &out);
-    feed(rs, 9000, x, &out); /* late for w */
+    feed(rs, 5000, x, &out); /* out of order, no watermark yet: counts in [0, 10000) */
+    assert_int_equal(tlm_rules_watermark(rs, 11000 * 1000000LL), 2); /* frees two windows */
+    assert_int_equal(tlm_rules_watermark(rs, 10000 * 1000000LL), 0); /* never lowered */
+    feed(rs, 9000, x, &out); /* late */
     feed(rs, 15000, x, &out);
-    feed(rs, 16000, x, &out);
+    feed(rs, 21000, x, &out);
+    feed(rs, 35000, x, &out);
+    feed(rs, 22000, x, &out); /* an older open window still fires */
     expect_out(&out, "{\"rule\":\"u\",\"key\":\"c1\",\"count\":2,\"threshold\":2,\"time\":1000}\n"
                      "{\"rule\":\"w\",\"key\":\"c1\",\"count\":2,\"threshold\":2,"
                      "\"window_start\":0,\"window_end\":10000,\"time\":2000}\n"
                      "{\"rule\":\"w\",\"key\":\"c1\",\"count\":2,\"threshold\":2,"
-                     "\"window_start\":10000,\"window_end\":20000,\"time\":15000}\n");
+                     "\"window_start\":10000,\"window_end\":20000,\"time\":15000}\n"
+                     "{\"rule\":\"w\",\"key\":\"c1\",\"count\":2,\"threshold\":2,"
+                     "\"window_start\":20000,\"window_end\":30000,\"time\":22000}\n");
     struct tlm_rules_stats st;
     tlm_rules_get_stats(rs, &st);
     assert_int_equal(st.late, 1);
+    assert_int_equal(st.expired, 2);
+    assert_int_equal(st.keys, 4);
     tlm_buf_free(&out);
     tlm_rules_destroy(rs);
 }
@@ -418,6 +426,7 @@ static void test_snapshot_round_trip(void **state)
     feed(a, 1000, "{\"customerId\":\"c1\",\"type\":\"x\"}", &out);
     feed(a, 2000, "{\"customerId\":\"c1\",\"type\":\"x\"}", &out);
     feed(a, 3000, "{\"customerId\":\"c2\",\"type\":\"x\",\"n\":5}", &out);
+    assert_int_equal(tlm_rules_watermark(a, 500 * 1000000LL), 0);
     control(a, "{\"at\":\"2030-01-01T00:00:00Z\",\"op\":\"delete\",\"id\":\"u\"}",
             TLM_RULES_QUEUED);
     char path[] = "/tmp/tlm-rules-snap-XXXXXX";
@@ -450,7 +459,7 @@ static void test_snapshot_round_trip(void **state)
         json_decref(rec);
     }
     assert_int_equal(rc, 0);
-    assert_int_equal(ours, 3 + 3 + 1);
+    assert_int_equal(ours, 3 + 3 + 1 + 1);
     assert_int_equal(tlm_rules_pending(b), 1);
     assert_int_equal(other, 1);
     tlm_snap_close(r);
@@ -629,6 +638,9 @@ static void differential(uint64_t seed, int full)
         }
         rnd_event(&g, &ev);
         ms += (long long)tlm_rng_below(&g, 1000) - 100; /* a little out of order */
+        if (i % 5 == 4) /* watermarks close windows, in both engines alike */
+            assert_int_equal(tlm_rules_watermark(ix, (ms - 20) * 1000000),
+                             tlm_rules_watermark(nv, (ms - 20) * 1000000));
         int a = tlm_rules_event(ix, ev.data, ev.len, ms * 1000000, &o1, &err);
         int b = tlm_rules_event(nv, ev.data, ev.len, ms * 1000000, &o2, &err);
         if (a != b || o1.len != o2.len || memcmp(o1.data, o2.data, o1.len))
@@ -643,6 +655,9 @@ static void differential(uint64_t seed, int full)
     assert_true(s1.alerts > 100);
     assert_true(s1.candidates < s2.candidates / 2);
     assert_true(s1.indexed > 0 && s1.unindexed > 0);
+    assert_int_equal(s1.late, s2.late);
+    assert_int_equal(s1.expired, s2.expired);
+    assert_true(s1.late > 0 && s1.expired > 0);
     tlm_buf_free(&r);
     tlm_buf_free(&ev);
     tlm_buf_free(&o1);
