@@ -23,8 +23,8 @@
  * event's key text; global rules are in one global index.
  *
  * Invariants: rs->rules[0..n) are in rule order with increasing seq; the derived structures
- * refer to rules and to names owned by the rules' compiled trees, and are rebuilt (rebuild())
- * after every change, before the next event.
+ * refer to rules and to names owned by the rules' compiled trees; a change sets rs->dirty and
+ * they are rebuilt (rebuild()) before the next event is evaluated, never used while dirty.
  */
 #include "rules.h"
 
@@ -455,6 +455,7 @@ struct tlm_rules {
     size_t mcap;
     json_t *dom;
 
+    int dirty;               /* rules changed since the last rebuild() */
     tlm_time_t wm;           /* watermark (tlm_rules_watermark), TLM_TIME_MIN before any */
     tlm_time_t next_expiry;  /* lowest cleanup time (window end - 1) of any held window */
     struct tlm_buf ck;       /* composite state key being built */
@@ -1205,12 +1206,13 @@ static void detach(struct tlm_rules *rs, struct rule *old)
 
 static void recompute_expiry(struct tlm_rules *rs);
 
+/* After a change: the derived structures are rebuilt before the next event (lazily, so
+ * that loading a snapshot of many rules rebuilds once). */
 static int finish(struct tlm_rules *rs, int rc, struct tlm_error *err)
 {
+    (void)err;
     recompute_expiry(rs);
-    int r2 = rebuild(rs);
-    if (r2)
-        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    rs->dirty = 1;
     return rc;
 }
 
@@ -1879,6 +1881,11 @@ static int in_scope(const struct tlm_rules *rs, const struct rule *r)
 static int process(struct tlm_rules *rs, const char *line, size_t len, tlm_time_t ts,
                    struct rule *only, int replay, struct tlm_buf *out, struct tlm_error *err)
 {
+    if (rs->dirty) {
+        if (rebuild(rs))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        rs->dirty = 0;
+    }
     if (rs->nthreshold == 0)
         return 0;
     int rc = tlm_jscan_run(rs->scan, line, len, rs->vals, err);
