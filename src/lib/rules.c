@@ -456,6 +456,7 @@ struct tlm_rules {
     json_t *dom;
 
     int dirty;               /* rules changed since the last rebuild() */
+    int loading;             /* tlm_rules_load has been called */
     tlm_time_t wm;           /* watermark (tlm_rules_watermark), TLM_TIME_MIN before any */
     tlm_time_t next_expiry;  /* lowest cleanup time (window end - 1) of any held window */
     struct tlm_buf ck;       /* composite state key being built */
@@ -1157,9 +1158,8 @@ static int reindex_ids(struct tlm_rules *rs)
 static void notify(struct tlm_rules *rs, enum tlm_rules_change what, const struct rule *r,
                    const char *id)
 {
-    if (rs->o.pattern_changed && (!r || r->pattern))
-        rs->o.pattern_changed(rs->o.arg, what, id, r ? r->pattern_src : NULL,
-                              r ? r->doc : NULL);
+    if (rs->o.on_change)
+        rs->o.on_change(rs->o.arg, what, id, r ? r->doc : NULL);
 }
 
 /* Attaches new rule r (id absent) at the end of rule order. */
@@ -1246,13 +1246,10 @@ static int do_change(struct tlm_rules *rs, const json_t *doc, int mode, struct t
     int rc;
     enum tlm_rules_change what;
     if (old) {
-        int was_pattern = old->pattern;
         rc = swap_in(rs, old, r);
         what = TLM_RULES_REPLACED;
-        if (rc == 0 && was_pattern && !r->pattern)
-            notify(rs, TLM_RULES_DELETED, NULL, r->id);
-        else if (rc == 0 && r->pattern)
-            notify(rs, was_pattern ? TLM_RULES_REPLACED : TLM_RULES_ADDED, r, r->id);
+        if (rc == 0)
+            notify(rs, TLM_RULES_REPLACED, r, r->id);
     } else {
         rc = attach(rs, r);
         what = TLM_RULES_ADDED;
@@ -1281,11 +1278,10 @@ int tlm_rules_delete(struct tlm_rules *rs, const char *id, struct tlm_error *err
     struct rule *old = find(rs, id);
     if (!old)
         return tlm_error_set(err, TLM_ENOTFOUND, "rule %s: delete of an unknown id", id);
-    int was_pattern = old->pattern;
     char *keep = strdup(id);
     detach(rs, old);
     int rc = reindex_ids(rs);
-    if (was_pattern && keep)
+    if (keep)
         notify(rs, TLM_RULES_DELETED, NULL, keep);
     free(keep);
     if (rc)
@@ -1526,10 +1522,9 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
         for (j = 0; j < nn && strcmp(nr[j]->id, old->id); j++)
             ;
         if (j == nn) {
-            int pat = old->pattern;
             char *id = strdup(old->id);
             detach(rs, old);
-            if (pat && id)
+            if (id)
                 notify(rs, TLM_RULES_DELETED, NULL, id);
             free(id);
             changed++;
@@ -1549,13 +1544,9 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
         }
         changed++;
         if (old) {
-            int was_pattern = old->pattern;
             if (swap_in(rs, old, r))
                 goto nomem;
-            if (was_pattern && !r->pattern)
-                notify(rs, TLM_RULES_DELETED, NULL, r->id);
-            else if (r->pattern)
-                notify(rs, was_pattern ? TLM_RULES_REPLACED : TLM_RULES_ADDED, r, r->id);
+            notify(rs, TLM_RULES_REPLACED, r, r->id);
         } else {
             if (attach(rs, r)) {
                 rule_free(r);
@@ -2089,8 +2080,35 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
     return 0;
 }
 
+/* Forgets every rule, state and queued message (a snapshot replaces them). */
+static void clear_all(struct tlm_rules *rs)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        rule_free(rs->rules[i]);
+    rs->n = 0;
+    for (size_t i = 0; i < rs->npend; i++)
+        json_decref(rs->pend[i].msg);
+    rs->npend = 0;
+    rmap_free(&rs->byid, NULL);
+    rs->wm = TLM_TIME_MIN;
+    finish(rs, 0, NULL);
+}
+
+static int is_ours(const json_t *rec)
+{
+    return json_object_size(rec) == 1 &&
+           (json_object_get(rec, "rule") || json_object_get(rec, "state") ||
+            json_object_get(rec, "pending") || json_object_get(rec, "watermark"));
+}
+
 int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *err)
 {
+    if (!is_ours(rec))
+        return 0;
+    if (!rs->loading) {
+        clear_all(rs);
+        rs->loading = 1;
+    }
     json_t *doc = json_object_get(rec, "rule");
     if (doc && json_object_size(rec) == 1) {
         struct tlm_error e;

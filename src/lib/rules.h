@@ -93,10 +93,12 @@ struct tlm_rules_opts {
     /* Pattern rules: called to validate a pattern before a change is accepted (return 0,
      * or a negative code with err filled: the change is refused). May be NULL (accepted). */
     int (*pattern_check)(void *arg, const char *id, const char *pattern, struct tlm_error *err);
-    /* Called after a change to a pattern rule is applied (doc borrowed for the call; NULL
-     * for DELETED). May be NULL. */
-    void (*pattern_changed)(void *arg, enum tlm_rules_change what, const char *id,
-                            const char *pattern, const json_t *doc);
+    /* Called after each change of any rule is applied: what, the id, and the new document
+     * (borrowed for the call; NULL for DELETED; "type" says pattern or threshold, and a
+     * replace may change it). It must not call into the engine: collect ids and act after
+     * the call that changed the rules returns (e.g. tlm_rules_replay of ADDED rules, the
+     * pattern engine's add/remove). May be NULL. */
+    void (*on_change)(void *arg, enum tlm_rules_change what, const char *id, const json_t *doc);
     void *arg;                 /* handed to the two callbacks */
 };
 
@@ -178,9 +180,13 @@ long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *con
  * Returns 0 or an error. */
 int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_error *err);
 
-/* Restores one record written by tlm_rules_save, into an engine that had no rules when
- * loading began (rules come before their states). Returns 1 when the record was ours, 0
- * when it is not a rules record (the caller's own), or TLM_ESTATE with err filled. */
+/* Restores one record written by tlm_rules_save (records in the order saved). The first
+ * rules record loaded clears the engine (rules, states, queue, watermark): the snapshot's
+ * rule set replaces whatever was there, so a command may load its --rules file before the
+ * stage restores, then, once restored (stage_restored), call tlm_rules_reload with the file
+ * again to apply edits made while it was stopped (unchanged rules keep their restored
+ * state). Returns 1 when the record was ours, 0 when it is not a rules record (the caller's
+ * own), or TLM_ESTATE with err filled. */
 int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *err);
 
 /* Rules in rule order: number, and the i-th one's id and document (borrowed until the next

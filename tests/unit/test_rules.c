@@ -319,10 +319,10 @@ static int pat_check(void *arg, const char *id, const char *pattern, struct tlm_
 }
 
 static void pat_changed(void *arg, enum tlm_rules_change what, const char *id,
-                        const char *pattern, const json_t *doc)
+                        const json_t *doc)
 {
     struct pat_log *l = arg;
-    (void)doc;
+    const char *pattern = json_string_value(json_object_get(doc, "pattern"));
     size_t n = strlen(l->text);
     snprintf(l->text + n, sizeof l->text - n, "%d %s %s;", (int)what, id,
              pattern ? pattern : "-");
@@ -332,7 +332,7 @@ static void test_pattern_rules(void **state)
 {
     (void)state;
     struct pat_log log = { "" };
-    struct tlm_rules_opts o = { .pattern_check = pat_check, .pattern_changed = pat_changed,
+    struct tlm_rules_opts o = { .pattern_check = pat_check, .on_change = pat_changed,
                                 .arg = &log };
     struct tlm_error err;
     tlm_error_clear(&err);
@@ -345,7 +345,9 @@ static void test_pattern_rules(void **state)
     control(rs, "{\"op\":\"upsert\",\"rule\":{\"id\":\"p1\",\"type\":\"pattern\",\"pattern\":\"c\"}}",
             TLM_RULES_REPLACED);
     control(rs, "{\"op\":\"delete\",\"id\":\"p1\"}", TLM_RULES_DELETED);
-    assert_string_equal(log.text, "1 p1 a -> b;2 p1 c;3 p1 -;");
+    control(rs, "{\"op\":\"add\",\"rule\":{\"id\":\"t\",\"when\":\"true\",\"threshold\":1}}",
+            TLM_RULES_ADDED);
+    assert_string_equal(log.text, "1 p1 a -> b;2 p1 c;3 p1 -;1 t -;");
     struct tlm_buf out = TLM_BUF_INIT;
     feed(rs, 1, "{\"a\":1}", &out);
     assert_int_equal(out.len, 0);
@@ -444,7 +446,8 @@ static void test_snapshot_round_trip(void **state)
     assert_int_equal(tlm_snap_commit(w, &err), 0);
     json_decref(hdr);
 
-    struct tlm_rules *b = engine(NULL, 0);
+    /* b starts with a rule of its own: the snapshot replaces it */
+    struct tlm_rules *b = engine("{\"id\":\"mine\",\"when\":\"true\",\"threshold\":1}", 0);
     json_t *h2 = NULL, *rec;
     struct tlm_snap_reader *r = tlm_snap_open(path, &h2, &err);
     assert_non_null(r);
@@ -468,6 +471,8 @@ static void test_snapshot_round_trip(void **state)
     unlink(path);
     assert_int_equal(tlm_rules_count(b), 3);
     assert_true(tlm_rules_is_pattern(b, 2));
+    /* the rules file re-applied after a restore: unchanged rules keep their state */
+    assert_int_equal(tlm_rules_reload(b, rules, strlen(rules), "rules", &err), 0);
     /* both continue identically */
     const char *evs[] = { "{\"customerId\":\"c1\",\"type\":\"x\"}",
                           "{\"customerId\":\"c2\",\"type\":\"x\",\"n\":5}" };
