@@ -27,7 +27,8 @@
  *    scope key equals that text, and R's predicate is true (jq truth; a predicate that fails
  *    at run time, e.g. a type error, counts as false and is counted in stats "eval_errors").
  *  - Without "window" the count per (rule, key) grows forever; when it reaches the threshold
- *    one alert is written, and no other for that (rule, key) until the rule is replaced.
+ *    one alert is written, and no other for that (rule, key) until the rule is replaced
+ *    (never re-armed). Such states live as long as the rule (memory grows with the keys).
  *  - With "window": W, windows are tumbling and aligned to the epoch as Flink's
  *    TumblingEventTimeWindows (offset 0): [floor(ts/W)*W, +W). Each (rule, key, window) has
  *    its own count; the first event that makes it reach the threshold writes one alert at
@@ -40,8 +41,8 @@
  *      {"rule":"r1","name":..,"description":..,"key":"cust-42","count":5,"threshold":5,
  *       "window_start":T,"window_end":T,"time":T[,"replay":true]}
  *    "key" is null for a rule with "key": null; name/description only when the rule has
- *    them, window_* only for windowed rules; times
- *    are integers in opts.out_unit (floor), "time" is the event time that crossed.
+ *    them, window_* only for windowed rules; times are integers in opts.out_unit (floor),
+ *    "time" is the event time that crossed; "replay" marks alerts of tlm_rules_replay.
  *    When one event fires several rules, alerts come in rule order (order of first addition).
  *
  * Rule set changes: every change (control message, reload) is validated completely before
@@ -57,8 +58,17 @@
  * each distinct path costs one hash look-up in the global index and one in the index of the
  * event's customer (per-customer rules); only those candidates and the rules without an
  * equality atom are evaluated, directly on the scanned values when all their atoms are
- * simple, else through tlm_expr_test on a DOM parsed once for the event. Results are
- * identical to evaluating every rule (opts.naive = 1), which tests check.
+ * simple, else through tlm_expr_test on a DOM built once for the event from only the fields
+ * those rules read (the whole line when one reads `$` or `..`). Results (alerts, counts,
+ * late) are identical to evaluating every rule on a full DOM (opts.naive = 1), which a
+ * randomized test checks; only stats "eval_errors" may differ (the naive way evaluates
+ * conjuncts the index proves false, and those may fail).
+ *
+ * Integration in a stage (telem cep): on_event calls tlm_rules_due(ts), then
+ * tlm_rules_event(line, ts) appending alerts to the stage's output; on_watermark calls
+ * tlm_rules_watermark; save/load call tlm_rules_save/tlm_rules_load; control messages are
+ * fed to tlm_rules_control as they arrive; after an ADDED change, tlm_rules_replay feeds
+ * history synchronously (so live events wait and per-key order is kept).
  *
  * Threading: one engine is used by one thread. No globals; nothing printed.
  */
