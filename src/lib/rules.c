@@ -1188,8 +1188,11 @@ static int swap_in(struct tlm_rules *rs, struct rule *old, struct rule *r)
         if (rs->rules[i] == old) {
             rs->rules[i] = r;
             r->seq = old->seq;
+            size_t n = strlen(r->id);
+            struct ment *e = rmap_slot(&rs->byid, r->id, n, hbytes(r->id, n));
+            e->v = r; /* the id is the same: its entry exists */
             rule_free(old);
-            return reindex_ids(rs);
+            return 0;
         }
     return TLM_ENOTFOUND;
 }
@@ -1431,6 +1434,7 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
                      struct tlm_error *err)
 {
     struct rule **nr = NULL;
+    struct rmap ids = { NULL, 0, 0 }; /* id -> 1-based index in nr */
     long long *lines = NULL;
     size_t nn = 0, cap = 0;
     int rc = 0;
@@ -1487,14 +1491,21 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
             rc = set_line_err(err, source, at);
             goto fail;
         }
-        for (size_t j = 0; j < nn; j++)
-            if (!strcmp(nr[j]->id, r->id)) {
-                rc = tlm_error_set(err, TLM_EINVAL, "rule %s: duplicate id (also at rule %zu)",
-                                   r->id, j + 1);
-                rule_free(r);
-                set_line_err(err, source, at);
-                goto fail;
-            }
+        size_t idn = strlen(r->id);
+        uint64_t idh = hbytes(r->id, idn);
+        void *prev = rmap_get(&ids, r->id, idn, idh);
+        if (prev) {
+            rc = tlm_error_set(err, TLM_EINVAL, "rule %s: duplicate id (also at rule %zu)",
+                               r->id, (size_t)((uintptr_t)prev));
+            rule_free(r);
+            set_line_err(err, source, at);
+            goto fail;
+        }
+        if (rmap_put(&ids, r->id, idn, idh, (void *)(uintptr_t)(nn + 1))) {
+            rule_free(r);
+            rc = tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            goto fail;
+        }
         if (nn == cap) {
             cap = cap ? cap * 2 : 16;
             struct rule **v = realloc(nr, cap * sizeof *v);
@@ -1518,10 +1529,8 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
     int changed = 0;
     for (size_t k = 0; k < rs->n;) {
         struct rule *old = rs->rules[k];
-        size_t j;
-        for (j = 0; j < nn && strcmp(nr[j]->id, old->id); j++)
-            ;
-        if (j == nn) {
+        size_t idn = strlen(old->id);
+        if (!rmap_get(&ids, old->id, idn, hbytes(old->id, idn))) {
             char *id = strdup(old->id);
             detach(rs, old);
             if (id)
@@ -1557,6 +1566,7 @@ int tlm_rules_reload(struct tlm_rules *rs, const char *text, size_t n, const cha
     }
     free(nr);
     free(lines);
+    rmap_free(&ids, NULL);
     return finish(rs, changed, err);
 nomem:
     rc = tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -1565,6 +1575,7 @@ fail:
         rule_free(nr[j]);
     free(nr);
     free(lines);
+    rmap_free(&ids, NULL);
     json_decref(arr);
     if (rc == TLM_ENOMEM)
         return finish(rs, rc, err);
