@@ -1984,17 +1984,19 @@ static int jval_time(const struct tlm_jval *v, enum tlm_time_unit unit, tlm_time
     }
 }
 
-long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *paths,
-                           size_t n, tlm_time_t until, struct tlm_buf *out,
-                           long long *skipped, struct tlm_error *err)
+int tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *paths, size_t n,
+                     tlm_time_t until, struct tlm_buf *out, struct tlm_rules_replay_info *info,
+                     struct tlm_error *err)
 {
+    struct tlm_rules_replay_info dummy;
+    if (!info)
+        info = &dummy;
+    memset(info, 0, sizeof *info);
     struct rule *r = find(rs, id);
     if (!r)
         return tlm_error_set(err, TLM_ENOTFOUND, "rule %s: replay of an unknown id", id);
     if (r->pattern)
         return tlm_error_set(err, TLM_EINVAL, "rule %s: replay of a pattern rule", id);
-    if (skipped)
-        *skipped = 0;
     struct tlm_jscan *ts_scan = tlm_jscan_create(&rs->time_path, 1);
     struct tlm_reader *rd = tlm_reader_create(paths, n);
     if (!ts_scan || !rd) {
@@ -2002,41 +2004,40 @@ long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *con
         tlm_reader_destroy(rd);
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     }
-    long long fed = 0;
+    long long matched0 = rs->st.matched, late0 = rs->st.late;
+    int alerts = 0, rc = 0;
     for (;;) {
         const char *line;
         size_t len;
-        int rc = tlm_reader_next(rd, &line, &len, -1, err);
-        if (rc == 0)
+        rc = tlm_reader_next(rd, &line, &len, -1, err);
+        if (rc <= 0)
             break;
-        if (rc < 0) {
-            fed = rc;
-            break;
-        }
+        rc = 0;
         struct tlm_jval tv;
         tlm_time_t ts;
-        if (len == 0)
-            continue;
-        if (tlm_json_is_watermark(line, len, NULL))
+        if (len == 0 || tlm_json_is_watermark(line, len, NULL))
             continue;
         if (tlm_jscan_run(ts_scan, line, len, &tv, NULL) ||
             jval_time(&tv, rs->time_unit, &ts)) {
-            if (skipped)
-                (*skipped)++;
+            info->skipped++;
             continue;
         }
-        if (ts > until)
+        if (ts > until) {
+            info->after++;
             continue;
+        }
+        info->read++;
         rc = process(rs, line, len, ts, r, 1, out, err);
-        if (rc < 0) {
-            fed = rc;
+        if (rc < 0)
             break;
-        }
-        fed++;
+        alerts += rc;
+        rc = 0;
     }
+    info->counted = rs->st.matched - matched0 + (rs->st.late - late0);
+    info->alerts = alerts;
     tlm_reader_destroy(rd);
     tlm_jscan_destroy(ts_scan);
-    return fed;
+    return rc < 0 ? rc : alerts;
 }
 
 /* ---- snapshots ------------------------------------------------------------------------- */

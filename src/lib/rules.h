@@ -167,21 +167,30 @@ int tlm_rules_validate(struct tlm_rules *rs, const json_t *doc, struct tlm_error
 int tlm_rules_event(struct tlm_rules *rs, const char *line, size_t len, tlm_time_t ts,
                     struct tlm_buf *out, struct tlm_error *err);
 
+/* What a replay did. */
+struct tlm_rules_replay_info {
+    long long read;     /* archived events with a time <= until */
+    long long counted;  /* of those, events in the rule's scope whose predicate held */
+    long long after;    /* events with a time > until (left to the live stream) */
+    long long skipped;  /* lines that are not JSON objects or lack a usable time */
+    long long alerts;   /* alerts written */
+};
+
 /* History bootstrap, synchronous: reads paths[0..n) (archive segments of `telem ingest
  * --archive`, zstd or plain NDJSON, in the given order, which should be arrival order) and
- * feeds the events in rule id's scope whose time (opts.time_field) is <= until into that
- * rule alone, as tlm_rules_event would; alerts it crosses are appended to out with
- * "replay":true. Lines that are not JSON objects or lack a usable time are skipped and
- * counted in *skipped (may be NULL). Call it right after adding the rule and before the
- * next live event, with until = the highest event time processed live so far (TLM_TIME_MAX
- * for everything): because the call returns only when the replay is done, live events
- * (of every key) wait for it and per-key order is kept; events archived after `until`
- * are left for the live stream. Returns the number of archived events read with a time <=
- * until (in the rule's scope or not), or a negative code with err filled (the rule keeps the
+ * feeds the events in rule id's scope whose time (opts.time_field, opts.time_unit) is <=
+ * until into that rule alone, as tlm_rules_event would (closed windows are not late here:
+ * history may fill and alert for old windows); alerts are appended to out with
+ * "replay":true. Call it right after the change that added the rule and before the next
+ * live event, with until = the highest event time processed live so far: because the call
+ * returns only when the replay is done, live events (of every key) wait for it and per-key
+ * order is kept; events archived after `until` are left for the live stream. info (may be
+ * NULL) is filled. Returns the number of alerts appended (for stage_rows), or a negative
+ * code with err filled (unknown id, a pattern rule, an unreadable file; the rule keeps the
  * counts fed so far). */
-long long tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *paths,
-                           size_t n, tlm_time_t until, struct tlm_buf *out,
-                           long long *skipped, struct tlm_error *err);
+int tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *paths, size_t n,
+                     tlm_time_t until, struct tlm_buf *out, struct tlm_rules_replay_info *info,
+                     struct tlm_error *err);
 
 /* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order), the watermark
  * ({"watermark":ns}, when set), one per queued

@@ -393,13 +393,20 @@ static void test_replay_archive(void **state)
                 "\"threshold\":2}}",
             TLM_RULES_ADDED);
     const char *paths[] = { seg };
-    long long skipped = -1;
+    struct tlm_rules_replay_info info;
     tlm_time_t until = 50 * TLM_NS_PER_S;
-    assert_int_equal(tlm_rules_replay(rs, "A", paths, 1, until, &out, &skipped, &err), 3);
-    assert_int_equal(skipped, 2);
-    assert_int_equal(tlm_rules_replay(rs, "B", paths, 1, until, &out, &skipped, &err), 3);
+    assert_int_equal(tlm_rules_replay(rs, "A", paths, 1, until, &out, &info, &err), 0);
+    assert_int_equal(info.read, 3);
+    assert_int_equal(info.counted, 2);
+    assert_int_equal(info.after, 1);
+    assert_int_equal(info.skipped, 2);
+    assert_int_equal(info.alerts, 0);
+    assert_int_equal(tlm_rules_replay(rs, "B", paths, 1, until, &out, &info, &err), 1);
+    assert_int_equal(info.counted, 3);
     assert_int_equal(tlm_rules_replay(rs, "nope", paths, 1, until, &out, NULL, &err),
                      TLM_ENOTFOUND);
+    const char *missing[] = { "/nonexistent/raw.zst" };
+    assert_true(tlm_rules_replay(rs, "B", missing, 1, until, &out, NULL, &err) < 0);
     struct tlm_error e2;
     tlm_error_clear(&e2);
     char t[128];
