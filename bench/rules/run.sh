@@ -7,11 +7,13 @@ set -eu
 b=${1:?usage: run.sh BUILD_DIR [options]}
 shift
 [ -x "$b/bench/rules/bench_rules" ] || make -C "$b" bench/rules/bench_rules >/dev/null
-echo "== 1000 rules (20 unindexed, 10 needing a DOM), 1M events"
+echo "== 1000 rules (20 range-only, 10 needing a DOM), 1M events"
 "$b/bench/rules/bench_rules" --rules 1000 "$@"
 echo "== 1000 rules, all indexed and simple"
-"$b/bench/rules/bench_rules" --rules 1000 --unindexed 0 --complex 0 "$@"
-echo "== 1000 rules, 100 unindexed, 50 needing a DOM"
-"$b/bench/rules/bench_rules" --rules 1000 --unindexed 100 --complex 50 "$@"
+"$b/bench/rules/bench_rules" --rules 1000 --range 0 --complex 0 "$@"
+echo "== 1000 rules, 100 range-only, 50 needing a DOM"
+"$b/bench/rules/bench_rules" --rules 1000 --range 100 --complex 50 "$@"
+echo "== 1000 rules, all range-only (amount > C && country != \"US\")"
+"$b/bench/rules/bench_rules" --rules 1000 --range 1000 --complex 0 --events 300000 --naive-events 5000 "$@"
 echo "== 10000 rules"
 "$b/bench/rules/bench_rules" --rules 10000 --naive-events 2000 "$@"

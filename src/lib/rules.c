@@ -16,6 +16,10 @@
  * strings, nothing equals only nothing). A rule all of whose conjuncts are atoms is
  * "simple": it never needs a DOM. A rule with an equality atom (== or in) is indexed under
  * its constants: it can only hold when the event's value at that path equals one of them.
+ * A rule without one but with a numeric range atom (path > c, >=, <, <=) is kept in a
+ * per-path array sorted by c: for an event value v, the rules with c <= v (for > and >=)
+ * are a prefix and those with c >= v (for < and <=) a suffix, found by binary search on
+ * doubles (a superset even for integers, since rounding to double is monotonic).
  * Index keys are (path id, canonical value): a string's bytes, or a number's double (so 1
  * and 1.0 meet); a hash hit is only a candidate, the whole predicate is always evaluated.
  *
@@ -394,10 +398,26 @@ static int rvec_push(struct rvec *r, struct rule *x)
 }
 
 /* An index over some rules: equality buckets and the rules without an equality atom. */
+/* Rules anchored on a numeric range atom of one path, sorted by their constant. */
+struct rent {
+    double c;                /* the constant as a double */
+    struct rule *r;
+};
+
+struct rix {
+    uint32_t pid;
+    struct rent *lo;         /* path > c, path >= c: can hold only when c <= value */
+    size_t nlo, caplo;
+    struct rent *hi;         /* path < c, path <= c: can hold only when c >= value */
+    size_t nhi, caphi;
+};
+
 struct ix {
     struct rmap eq;          /* (pid, canon) -> struct rvec * */
     uint32_t *probe;         /* distinct path ids with buckets */
     size_t nprobe;
+    struct rix *rx;          /* range index, one per path */
+    size_t nrx;
     struct rvec always;
 };
 
@@ -654,6 +674,12 @@ static int analyse(struct rule *r)
     for (size_t i = 0; i < r->natoms && r->anchor < 0; i++)
         if (r->atoms[i].kind == A_IN)
             r->anchor = (int)i;
+    /* no equality: a numeric range atom (path > 100) goes to the range index */
+    for (size_t i = 0; i < r->natoms && r->anchor < 0; i++) {
+        const struct atom *a = &r->atoms[i];
+        if (a->kind == A_CMP && a->op != T_EQ && a->op != T_NE && sv_num(&a->c[0]))
+            r->anchor = (int)i;
+    }
     return 0;
 }
 
@@ -875,6 +901,11 @@ static void rvec_free_ptr(void *p)
 static void ix_clear(struct ix *x)
 {
     rmap_free(&x->eq, rvec_free_ptr);
+    for (size_t i = 0; i < x->nrx; i++) {
+        free(x->rx[i].lo);
+        free(x->rx[i].hi);
+    }
+    free(x->rx);
     free(x->probe);
     free(x->always.v);
     memset(x, 0, sizeof *x);
@@ -941,11 +972,66 @@ static uint32_t path_id(struct tlm_rules *rs, const struct tlm_path *p, size_t *
     return id;
 }
 
+static int rent_push(struct rent **v, size_t *n, size_t *cap, double c, struct rule *r)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        struct rent *nv = realloc(*v, nc * sizeof *nv);
+        if (!nv)
+            return TLM_ENOMEM;
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[*n].c = c;
+    (*v)[*n].r = r;
+    (*n)++;
+    return 0;
+}
+
+static int rent_cmp(const void *a, const void *b)
+{
+    const struct rent *x = a, *y = b;
+    if (x->c != y->c)
+        return x->c < y->c ? -1 : 1;
+    return x->r->seq < y->r->seq ? -1 : x->r->seq > y->r->seq;
+}
+
+static int range_add(struct ix *x, const struct atom *a, struct rule *r)
+{
+    size_t i;
+    for (i = 0; i < x->nrx && x->rx[i].pid != a->pid; i++)
+        ;
+    if (i == x->nrx) {
+        struct rix *n = realloc(x->rx, (x->nrx + 1) * sizeof *n);
+        if (!n)
+            return TLM_ENOMEM;
+        x->rx = n;
+        memset(&x->rx[x->nrx], 0, sizeof *x->rx);
+        x->rx[x->nrx++].pid = a->pid;
+    }
+    struct rix *q = &x->rx[i];
+    if (a->op == T_GT || a->op == T_GE)
+        return rent_push(&q->lo, &q->nlo, &q->caplo, a->c[0].d, r);
+    return rent_push(&q->hi, &q->nhi, &q->caphi, a->c[0].d, r);
+}
+
+static void range_sort(struct ix *x)
+{
+    for (size_t i = 0; i < x->nrx; i++) {
+        if (x->rx[i].nlo > 1)
+            qsort(x->rx[i].lo, x->rx[i].nlo, sizeof *x->rx[i].lo, rent_cmp);
+        if (x->rx[i].nhi > 1)
+            qsort(x->rx[i].hi, x->rx[i].nhi, sizeof *x->rx[i].hi, rent_cmp);
+    }
+}
+
 static int ix_add(struct tlm_rules *rs, struct ix *x, struct rule *r)
 {
     if (r->anchor < 0)
         return rvec_push(&x->always, r);
     struct atom *a = &r->atoms[r->anchor];
+    if (a->kind == A_CMP && a->op != T_EQ)
+        return range_add(x, a, r);
     for (size_t i = 0; i < a->nc; i++) {
         if (!sv_canon(&a->c[i], a->pid, &rs->kb))
             return TLM_ENOMEM;
@@ -1076,6 +1162,10 @@ static int rebuild(struct tlm_rules *rs)
         if (ix_add(rs, x, r))
             return TLM_ENOMEM;
     }
+    range_sort(&rs->global);
+    for (size_t i = 0; i < rs->sub.cap; i++)
+        if (rs->sub.e[i].k)
+            range_sort(rs->sub.e[i].v);
     return 0;
 }
 
@@ -1842,6 +1932,39 @@ static int probe(struct tlm_rules *rs, const struct ix *x)
             for (size_t j = 0; j < v->n; j++)
                 if (cand_push(rs, v->v[j], v->v[j]->kpid))
                     return TLM_ENOMEM;
+    }
+    for (size_t i = 0; i < x->nrx; i++) {
+        const struct rix *q = &x->rx[i];
+        const struct sval *v = &rs->sv[q->pid];
+        if (!sv_num(v))
+            continue; /* a number constant is ordered only against a number */
+        double d = v->d;
+        /* lo: the prefix with c <= d (a superset of c < d or c <= d, also for integers
+         * compared exactly, as rounding to double is monotonic) */
+        size_t lo = 0, hi = q->nlo;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (q->lo[mid].c <= d)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t j = 0; j < lo; j++)
+            if (cand_push(rs, q->lo[j].r, q->lo[j].r->kpid))
+                return TLM_ENOMEM;
+        /* hi: the suffix with c >= d */
+        lo = 0;
+        hi = q->nhi;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (q->hi[mid].c < d)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t j = lo; j < q->nhi; j++)
+            if (cand_push(rs, q->hi[j].r, q->hi[j].r->kpid))
+                return TLM_ENOMEM;
     }
     for (size_t j = 0; j < x->always.n; j++)
         if (cand_push(rs, x->always.v[j], x->always.v[j]->kpid))

@@ -53,11 +53,13 @@
  * added, ids whose document differs (json_equal) replaced, identical ones keep their state.
  *
  * Speed: each predicate is analysed into a conjunction of atoms (path OP constant, path in
- * [constants], bare path); a rule with an equality atom is indexed under its constant(s).
+ * [constants], bare path); a rule with an equality atom is indexed under its constant(s),
+ * else a rule with a numeric range atom (amount > 100) in a per-path array sorted by its
+ * constant (a binary search finds the rules the value can satisfy).
  * Per event, the line is scanned once (jscan) for the distinct paths of all atoms and keys;
- * each distinct path costs one hash look-up in the global index and one in the index of the
- * event's customer (per-customer rules); only those candidates and the rules without an
- * equality atom are evaluated, directly on the scanned values when all their atoms are
+ * each distinct path costs one hash look-up (or binary search) in the global index and one
+ * in the index of the event's customer (per-customer rules); only those candidates and the
+ * rules with neither kind of atom are evaluated, directly on the scanned values when all their atoms are
  * simple, else through tlm_expr_test on a DOM built once for the event from only the fields
  * those rules read (the whole line when one reads `$` or `..`). Results (alerts, counts,
  * late) are identical to evaluating every rule on a full DOM (opts.naive = 1), which a
