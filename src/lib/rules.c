@@ -424,6 +424,7 @@ struct ix {
 struct match {
     struct rule *r;
     uint32_t kp;             /* which key text */
+    uint64_t h;              /* hash of the state key (set before counting) */
 };
 
 /* A control message waiting for its event time ("at"). */
@@ -1865,9 +1866,32 @@ static tlm_time_t window_of(tlm_time_t ts, int64_t w)
     return q * w;
 }
 
-/* Counts the event for (r, key). Returns 1 if an alert was written, 0, or TLM_ENOMEM. */
+/* Builds the state key of (r, key) for an event at ts in rs->ck (the key text, then for a
+ * windowed rule the window start) and returns its hash. Returns 0 and leaves *ck NULL on
+ * ENOMEM. */
+static uint64_t state_key(struct tlm_rules *rs, const struct rule *r, const char *key,
+                          size_t kn, tlm_time_t ts, const char **ck, size_t *ckn)
+{
+    if (!r->window) {
+        *ck = key;
+        *ckn = kn;
+        return hbytes(key, kn);
+    }
+    tlm_time_t ws = window_of(ts, r->window);
+    tlm_buf_reset(&rs->ck);
+    if (tlm_buf_append(&rs->ck, key, kn) || tlm_buf_append(&rs->ck, &ws, sizeof ws)) {
+        *ck = NULL;
+        return 0;
+    }
+    *ck = rs->ck.data;
+    *ckn = rs->ck.len;
+    return hbytes(*ck, *ckn);
+}
+
+/* Counts the event for (r, key); h is the hash of its state key (state_key). Returns 1 if
+ * an alert was written, 0, or TLM_ENOMEM. */
 static int count(struct tlm_rules *rs, struct rule *r, const char *key, size_t kn,
-                 tlm_time_t ts, int replay, struct tlm_buf *out)
+                 tlm_time_t ts, uint64_t h, int replay, struct tlm_buf *out)
 {
     int isnew;
     const char *ck = key;
@@ -1879,13 +1903,11 @@ static int count(struct tlm_rules *rs, struct rule *r, const char *key, size_t k
             rs->st.late++;
             return 0;
         }
-        tlm_buf_reset(&rs->ck);
-        if (tlm_buf_append(&rs->ck, key, kn) || tlm_buf_append(&rs->ck, &ws, sizeof ws))
+        state_key(rs, r, key, kn, ts, &ck, &ckn);
+        if (!ck)
             return TLM_ENOMEM;
-        ck = rs->ck.data;
-        ckn = rs->ck.len;
     }
-    struct kstate *s = smap_get(&r->state, ck, ckn, hbytes(ck, ckn), &isnew);
+    struct kstate *s = smap_get(&r->state, ck, ckn, h, &isnew);
     if (!s)
         return TLM_ENOMEM;
     if (isnew) {
@@ -2058,13 +2080,30 @@ static int process(struct tlm_rules *rs, const char *line, size_t len, tlm_time_
     }
     if (nm > 1 && !rs->naive && !only)
         qsort(rs->m, nm, sizeof *rs->m, by_seq);
+    /* the state look-ups are cache misses: hash all, prefetch the slots, then the states */
+    for (size_t i = 0; i < nm; i++) {
+        struct rule *r = rs->m[i].r;
+        const char *k, *ck;
+        size_t kn, ckn;
+        rule_key(rs, r, &k, &kn);
+        rs->m[i].h = state_key(rs, r, k, kn, ts, &ck, &ckn);
+        if (!ck)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        if (nm > 1 && r->state.cap)
+            __builtin_prefetch(&r->state.e[rs->m[i].h & (r->state.cap - 1)]);
+    }
+    for (size_t i = 0; nm > 1 && i < nm; i++) {
+        const struct rule *r = rs->m[i].r;
+        if (r->state.cap)
+            __builtin_prefetch(r->state.e[rs->m[i].h & (r->state.cap - 1)].s);
+    }
     int alerts = 0;
     for (size_t i = 0; i < nm; i++) {
         struct rule *r = rs->m[i].r;
         const char *k;
         size_t kn;
         rule_key(rs, r, &k, &kn);
-        rc = count(rs, r, k, kn, ts, replay, out);
+        rc = count(rs, r, k, kn, ts, rs->m[i].h, replay, out);
         if (rc < 0) {
             alerts = tlm_error_set(err, TLM_ENOMEM, "out of memory");
             break;
