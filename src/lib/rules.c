@@ -2257,9 +2257,12 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
 /* Forgets every rule, state and queued message (a snapshot replaces them). */
 static void clear_all(struct tlm_rules *rs)
 {
-    for (size_t i = 0; i < rs->n; i++)
-        rule_free(rs->rules[i]);
+    size_t n = rs->n;
     rs->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        notify(rs, TLM_RULES_DELETED, NULL, rs->rules[i]->id);
+        rule_free(rs->rules[i]);
+    }
     for (size_t i = 0; i < rs->npend; i++)
         json_decref(rs->pend[i].msg);
     rs->npend = 0;

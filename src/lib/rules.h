@@ -206,8 +206,10 @@ int tlm_rules_save(struct tlm_rules *rs, struct tlm_snap_writer *w, struct tlm_e
  * rule set replaces whatever was there, so a command may load its --rules file before the
  * stage restores, then, once restored (stage_restored), call tlm_rules_reload with the file
  * again to apply edits made while it was stopped (unchanged rules keep their restored
- * state). Returns 1 when the record was ours, 0 when it is not a rules record (the caller's
- * own), or TLM_ESTATE with err filled. */
+ * state). on_change reports the rules cleared (DELETED) and restored (ADDED): a command
+ * updates its pattern engine from them but must not replay history for restored rules.
+ * Returns 1 when the record was ours, 0 when it is not a rules record (the caller's own),
+ * or TLM_ESTATE with err filled. */
 int tlm_rules_load(struct tlm_rules *rs, const json_t *rec, struct tlm_error *err);
 
 /* Rules in rule order: number, and the i-th one's id and document (borrowed until the next

@@ -453,8 +453,14 @@ static void test_snapshot_round_trip(void **state)
     assert_int_equal(tlm_snap_commit(w, &err), 0);
     json_decref(hdr);
 
-    /* b starts with a rule of its own: the snapshot replaces it */
-    struct tlm_rules *b = engine("{\"id\":\"mine\",\"when\":\"true\",\"threshold\":1}", 0);
+    /* b starts with a rule of its own: the snapshot replaces it (reported to on_change) */
+    struct pat_log log = { "" };
+    struct tlm_rules_opts bo = { .out_unit = TLM_UNIT_MS, .time_unit = TLM_UNIT_MS,
+                                 .on_change = pat_changed, .arg = &log };
+    struct tlm_rules *b = tlm_rules_create(&bo, &err);
+    assert_non_null(b);
+    const char *own = "{\"id\":\"mine\",\"when\":\"true\",\"threshold\":1}";
+    assert_int_equal(tlm_rules_reload(b, own, strlen(own), "mine", &err), 1);
     json_t *h2 = NULL, *rec;
     struct tlm_snap_reader *r = tlm_snap_open(path, &h2, &err);
     assert_non_null(r);
@@ -478,6 +484,7 @@ static void test_snapshot_round_trip(void **state)
     unlink(path);
     assert_int_equal(tlm_rules_count(b), 3);
     assert_true(tlm_rules_is_pattern(b, 2));
+    assert_string_equal(log.text, "1 mine -;3 mine -;1 w -;1 u -;1 p a -> b;");
     /* the rules file re-applied after a restore: unchanged rules keep their state */
     assert_int_equal(tlm_rules_reload(b, rules, strlen(rules), "rules", &err), 0);
     /* both continue identically */
