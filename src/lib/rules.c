@@ -842,8 +842,8 @@ static struct rule *rule_parse(struct tlm_rules *rs, const json_t *doc, struct t
     /* threshold */
     json_t *w = json_object_get(doc, "when");
     if (!json_is_string(w)) {
-        tlm_error_set(err, TLM_EINVAL, "rule %s: a threshold rule needs \"when\" (a predicate string)",
-                      id);
+        tlm_error_set(err, TLM_EINVAL,
+                      "rule %s: a threshold rule needs \"when\" (a predicate string)", id);
         goto fail;
     }
     {
@@ -1808,7 +1808,8 @@ static int rule_test(struct tlm_rules *rs, struct rule *r, const char *line, siz
 
 static int put_time(struct tlm_rules *rs, struct tlm_buf *b, const char *name, tlm_time_t t)
 {
-    return tlm_buf_printf(b, ",\"%s\":", name) || tlm_json_put_int(b, tlm_time_to_unit(t, rs->out_unit));
+    return tlm_buf_printf(b, ",\"%s\":", name) ||
+           tlm_json_put_int(b, tlm_time_to_unit(t, rs->out_unit));
 }
 
 static int alert(struct tlm_rules *rs, const struct rule *r, const char *key, size_t kn,

@@ -59,12 +59,12 @@
  * Per event, the line is scanned once (jscan) for the distinct paths of all atoms and keys;
  * each distinct path costs one hash look-up (or binary search) in the global index and one
  * in the index of the event's customer (per-customer rules); only those candidates and the
- * rules with neither kind of atom are evaluated, directly on the scanned values when all their atoms are
- * simple, else through tlm_expr_test on a DOM built once for the event from only the fields
- * those rules read (the whole line when one reads `$` or `..`). Results (alerts, counts,
- * late) are identical to evaluating every rule on a full DOM (opts.naive = 1), which a
- * randomized test checks; only stats "eval_errors" may differ (the naive way evaluates
- * conjuncts the index proves false, and those may fail).
+ * rules with neither kind of atom are evaluated, directly on the scanned values when all
+ * their conjuncts are atoms, else through tlm_expr_test on a DOM built once for the event
+ * from only the fields those rules read (the whole line when one reads `$` or `..`).
+ * Results (alerts, counts, late) are identical to evaluating every rule on a full DOM
+ * (opts.naive = 1), which a randomized test checks; only stats "eval_errors" may differ
+ * (the naive way evaluates conjuncts the index proves false, and those may fail).
  *
  * Integration in a stage (telem cep): on_event calls tlm_rules_due(ts), then
  * tlm_rules_event(line, ts) appending alerts to the stage's output; on_watermark calls
