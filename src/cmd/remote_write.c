@@ -222,6 +222,14 @@ static void handle(int key, const char *arg, void *p)
     switch (key) {
     case K_URL: c->so.url = arg; break;
     case K_NAME: c->name_spec = arg; break;
+    case K_PROTOCOL:
+        if (strcmp(arg, "v1") == 0)
+            c->so.v2 = 0;
+        else if (strcmp(arg, "v2") == 0)
+            c->so.v2 = 1;
+        else
+            cli_usage_error("--protocol: expected v1 or v2, got '%s'", arg);
+        break;
     case K_VALUE: add_list(&c->value_specs, &c->nvalue_specs, arg, 1); break;
     case K_LABEL: add_list(&c->label_specs, &c->nlabel_specs, arg, 1); break;
     case K_CONST: add_list(&c->const_specs, &c->nconst_specs, arg, 0); break;
