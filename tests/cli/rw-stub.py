@@ -6,7 +6,8 @@ STATUS argument, then 204 for good. A STATUS is CODE, CODE:RETRY_AFTER (a 429/50
 Retry-After header in seconds) or CODE=MESSAGE (the response body). With the argument
 "v2ok" before the statuses, a 2.0 request (Content-Type proto=io.prometheus.write.v2.Request)
 gets 204 with X-Prometheus-Remote-Write-Samples-Written. Each request is logged on stdout:
-"n status content-type version body-bytes body-sha1 [retry-after]".
+"n status content-type version body-bytes body-sha1 retry-after auth=<Authorization>
+org=<X-Scope-OrgID>".
 """
 import hashlib
 import sys
@@ -43,7 +44,8 @@ class H(BaseHTTPRequestHandler):
         ctype = self.headers.get("Content-Type", "")
         ver = self.headers.get("X-Prometheus-Remote-Write-Version", "")
         print(i, code, ctype, ver, len(body), hashlib.sha1(body).hexdigest()[:12],
-              ra or "", flush=True)
+              ra or "-", "auth=" + self.headers.get("Authorization", "-"),
+              "org=" + self.headers.get("X-Scope-OrgID", "-"), flush=True)
         self.send_response(code)
         if ra:
             self.send_header("Retry-After", ra)
