@@ -190,6 +190,7 @@ struct rctx {
     long long samples, replaced, events_seen;
     char err_text[512];
     int failed;
+    int ended;              /* on_end ran */
 };
 
 static void add_list(char ***arr, size_t *n, const char *arg, int split)
@@ -900,6 +901,7 @@ static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
     struct rctx *c = ctx;
     int rc;
     c->st = st;
+    c->ended = 1;
     if ((rc = flush_aged(c, 1, err)))
         return rc;
     if (c->sender && (rc = rw_sender_finish(c->sender, err)))
@@ -1020,7 +1022,13 @@ int cmd_remote_write(int argc, char **argv)
         /* a failed run still lets the queued batches go (or stay in the spool) */
         struct tlm_error e2;
         tlm_error_clear(&e2);
-        rw_sender_finish(c.sender, &e2);
+        /* stopped by a signal (no end of input): the batches read so far still go */
+        if (!c.ended && !c.failed && flush_aged(&c, 1, &e2))
+            cli_report(&e2);
+        if (rw_sender_finish(c.sender, &e2) && !c.ended) {
+            cli_report(&e2);
+            status = status ? status : EXIT_DATA;
+        }
         rw_sender_destroy(c.sender);
         curl_global_cleanup();
     }

@@ -76,11 +76,12 @@ prom_raw() {
 
 stub_start() {
     STUB_PORT=$(free_port)
+    rm -f "$TRASH/stub.log"
     python3 "$top_srcdir/tests/cli/rw-stub.py" "$STUB_PORT" "$@" > "$TRASH/stub.log" 2>&1 &
     STUB_PID=$!
     STUB_URL="http://127.0.0.1:$STUB_PORT/api/v1/write"
     n=0
-    until grep -q listening "$TRASH/stub.log" 2>/dev/null; do
+    until grep -q "listening $STUB_PORT" "$TRASH/stub.log" 2>/dev/null; do
         n=$((n + 1)); [ $n -gt 100 ] && { echo "stub did not start"; return 1; }
         sleep 0.1
     done

@@ -106,4 +106,19 @@ test_expect_success 'a 415 to a 2.0 request: telem says so and resends as 1.0' '
     kill $STUB_PID
 '
 
+test_expect_success 'SIGTERM: the samples read so far are still sent' '
+    stub_start &&
+    mkfifo f9 || exit 1
+    "$TELEM" $RW --url "$STUB_URL" --batch 3 --flush-interval 1h --stats < f9 2> err9 &
+    tw=$!
+    exec 3> f9 &&
+    cat e1 >&3 &&
+    wait_for "$TRASH/stub.log" "^1 204" &&
+    kill -TERM $tw &&
+    { wait $tw; test $? = 143; } &&
+    exec 3>&- &&
+    awk "/^2 204/ { print \$5 }" "$TRASH/stub.log" > got && echo 45 > want && test_cmp want got &&
+    kill $STUB_PID
+'
+
 test_done

@@ -10,6 +10,10 @@
 #include <cmocka.h>
 
 #include "rw.h"
+#include "rwspool.h"
+
+#include <stdlib.h>
+#include <unistd.h>
 
 static char *hex(const struct tlm_buf *b, char *out)
 {
@@ -221,6 +225,52 @@ static void test_values(void **state)
     tlm_buf_free(&b);
 }
 
+static void test_spool(void **state)
+{
+    char dir[] = "/tmp/test_rw.XXXXXX", path[256];
+    uint64_t *seqs;
+    size_t n;
+    int64_t bytes, b1, b2;
+    struct tlm_buf back = TLM_BUF_INIT;
+    struct tlm_error err;
+    FILE *f;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(tlm_rwspool_list(dir, &seqs, &n, &bytes, &err), 0);
+    assert_int_equal(n, 0);
+    free(seqs);
+    b2 = tlm_rwspool_write(dir, 12, "second", 6, &err);
+    b1 = tlm_rwspool_write(dir, 3, "first batch", 11, &err);
+    assert_true(b1 > 0 && b2 > 0);
+    /* a temporary file left by a crash is ignored and removed */
+    snprintf(path, sizeof(path), "%s/00000000000000000099.tmp", dir);
+    f = fopen(path, "w");
+    fputs("partial", f);
+    fclose(f);
+    assert_int_equal(tlm_rwspool_list(dir, &seqs, &n, &bytes, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(seqs[0], 3);
+    assert_int_equal(seqs[1], 12);
+    assert_int_equal(bytes, b1 + b2);
+    assert_int_equal(access(path, F_OK), -1);
+    free(seqs);
+    assert_int_equal(tlm_rwspool_read(dir, 3, &back, &err), 0);
+    assert_int_equal(back.len, 11);
+    assert_memory_equal(back.data, "first batch", 11);
+    assert_int_equal(tlm_rwspool_remove(dir, 3, &err), 0);
+    assert_int_equal(tlm_rwspool_read(dir, 3, &back, &err), TLM_ENOTFOUND);
+    /* a corrupt segment is an error, not garbage */
+    snprintf(path, sizeof(path), "%s/00000000000000000012.seg", dir);
+    f = fopen(path, "w");
+    fputs("TLMRWS1\nnot zstd", f);
+    fclose(f);
+    tlm_buf_reset(&back);
+    assert_int_equal(tlm_rwspool_read(dir, 12, &back, &err), TLM_ESTATE);
+    assert_int_equal(tlm_rwspool_remove(dir, 12, &err), 0);
+    assert_int_equal(rmdir(dir), 0);
+    tlm_buf_free(&back);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_v2_symbols), cmocka_unit_test(test_decode_split),
         cmocka_unit_test(test_snappy),     cmocka_unit_test(test_names),
         cmocka_unit_test(test_retry),      cmocka_unit_test(test_values),
+        cmocka_unit_test(test_spool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
