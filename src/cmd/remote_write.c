@@ -191,7 +191,21 @@ struct rctx {
     char err_text[512];
     int failed;
     int ended;              /* on_end ran */
+    int started;            /* the sender sent the old spool and runs */
 };
+
+/* Starts the sender at the first callback of the stage loop, not before: the loop opens
+ * (and truncates) --reject first, and refusals of the old spool go there too. */
+static int start(struct rctx *c, struct tlm_error *err)
+{
+    if (c->started || !c->sender)
+        return 0;
+    c->started = 1;
+    if (rw_sender_start(c->sender, err) == 0)
+        return 0;
+    c->failed = 1; /* no shard runs: nothing more may be queued */
+    return err->code ? err->code : TLM_EIO;
+}
 
 static void add_list(char ***arr, size_t *n, const char *arg, int split)
 {
@@ -767,6 +781,8 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     int rc, any = 0;
 
     c->st = st;
+    if (!c->started && (rc = start(c, err)))
+        return rc;
     tlm_buf_reset(&c->vals);
     if (c->max_future_ms > 0) {
         struct timespec now;
@@ -888,7 +904,9 @@ static int on_flush(void *ctx)
     tlm_error_clear(&err);
     if (c->failed)
         return 0;
-    int rc = flush_aged(c, 0, &err);
+    int rc = start(c, &err);
+    if (!rc)
+        rc = flush_aged(c, 0, &err);
     if (rc) {
         cli_report(&err);
         c->failed = 1;
@@ -902,6 +920,8 @@ static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
     int rc;
     c->st = st;
     c->ended = 1;
+    if ((rc = start(c, err)))
+        return rc;
     if ((rc = flush_aged(c, 1, err)))
         return rc;
     if (c->sender && (rc = rw_sender_finish(c->sender, err)))
@@ -997,7 +1017,7 @@ int cmd_remote_write(int argc, char **argv)
 
     if (!c.dry_run) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        if (!(c.sender = rw_sender_create(&c.so, &err)) || rw_sender_start(c.sender, &err)) {
+        if (!(c.sender = rw_sender_create(&c.so, &err))) {
             cli_report(&err);
             rw_sender_destroy(c.sender);
             curl_global_cleanup();
@@ -1023,7 +1043,7 @@ int cmd_remote_write(int argc, char **argv)
         struct tlm_error e2;
         tlm_error_clear(&e2);
         /* stopped by a signal (no end of input): the batches read so far still go */
-        if (!c.ended && !c.failed && flush_aged(&c, 1, &e2))
+        if (!c.ended && !c.failed && (start(&c, &e2) || flush_aged(&c, 1, &e2)))
             cli_report(&e2);
         if (rw_sender_finish(c.sender, &e2) && !c.ended) {
             cli_report(&e2);
