@@ -7,14 +7,20 @@ Retry-After header in seconds) or CODE=MESSAGE (the response body). With the arg
 "v2ok" before the statuses, a 2.0 request (Content-Type proto=io.prometheus.write.v2.Request)
 gets 204 with X-Prometheus-Remote-Write-Samples-Written. Each request is logged on stdout:
 "n status content-type version body-bytes body-sha1 retry-after auth=<Authorization>
-org=<X-Scope-OrgID>".
+org=<X-Scope-OrgID>". With "tls=CERT:KEY[:CLIENT_CA]" first, it speaks HTTPS (and, with
+CLIENT_CA, requires a client certificate signed by it).
 """
 import hashlib
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port = int(sys.argv[1])
 args = sys.argv[2:]
+tls = None
+if args and args[0].startswith("tls="):
+    tls = args[0][4:].split(":")
+    args = args[1:]
 v2ok = False
 if args and args[0] == "v2ok":
     v2ok = True
@@ -58,5 +64,12 @@ class H(BaseHTTPRequestHandler):
 
 
 srv = ThreadingHTTPServer(("127.0.0.1", port), H)
+if tls:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls[0], tls[1])
+    if len(tls) > 2:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(tls[2])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print("listening", port, flush=True)
 srv.serve_forever()
