@@ -59,6 +59,9 @@ run "cat (lower bound)" 3000000 cat "$tmp/e1m"
 run "--dry-run --format pb (map+encode)" 3000000 "$TELEM" remote-write --dry-run --format pb $MAP "$tmp/e1m"
 run "to sink, --shards 1" 3000000 "$TELEM" remote-write --url "$URL" --shards 1 $MAP "$tmp/e1m"
 run "to sink, --shards 2" 3000000 "$TELEM" remote-write --url "$URL" --shards 2 $MAP "$tmp/e1m"
+if command -v taskset >/dev/null 2>&1; then
+    run "to sink, --shards 1, telem pinned to one core" 3000000 taskset -c 0 "$TELEM" remote-write --url "$URL" --shards 1 $MAP "$tmp/e1m"
+fi
 run "to sink, --shards 1 --protocol v2" 3000000 "$TELEM" remote-write --url "$URL" --shards 1 --protocol v2 $MAP "$tmp/e1m"
 
 echo "== 3. memory over 10 M samples (3.34 M events) vs 1 M (0.34 M events)"
