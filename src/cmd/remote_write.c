@@ -179,7 +179,7 @@ struct rctx {
     struct shard *sh;
     int nshards;
 
-    struct tlm_buf vals, key, pb, out, name;
+    struct tlm_buf vals, key, pb, name; /* label values; label fields; batch; scratch */
     struct tlm_rw_label *lab;
     struct tlm_rw_sample *tmp;
     size_t cap_tmp;
@@ -611,7 +611,6 @@ static int flush_shard(struct rctx *c, int bi, struct tlm_error *err)
                 }
                 c->tmp[start + j] = x;
             }
-            (void)cmp_sample;
         }
         /* equal times: keep the last */
         size_t w = start;
@@ -1091,7 +1090,6 @@ int cmd_remote_write(int argc, char **argv)
     tlm_buf_free(&c.vals);
     tlm_buf_free(&c.key);
     tlm_buf_free(&c.pb);
-    tlm_buf_free(&c.out);
     tlm_buf_free(&c.name);
     free(bearer);
     free(basic);
