@@ -44,7 +44,9 @@ struct item {
     struct item *next;
 };
 
-enum { S_OK, S_RETRY, S_REFUSED };
+/* S_FATAL: the receiver refuses the sender itself (wrong URL, no permission): no batch can
+ * ever succeed, so nothing is split or retried and the run stops. */
+enum { S_OK, S_RETRY, S_REFUSED, S_FATAL };
 
 struct worker {
     struct rw_sender *s;
@@ -75,6 +77,8 @@ struct rw_sender {
     pthread_cond_t cond;       /* queue changes */
     int closing;
     int fallback;              /* v2 fell back to v1 */
+    int fatal;                 /* a receiver error that no retry or split can fix */
+    char fatal_msg[512];
     uint64_t next_seq;
     int64_t spool_bytes;
     long spool_left;           /* segments kept (parked shards) */
@@ -293,6 +297,16 @@ again:
         pthread_mutex_unlock(&s->mu);
         goto again;
     }
+    if (w->status == 401 || w->status == 403 || w->status == 404 || w->status == 405 ||
+        w->status == 407) {
+        pthread_mutex_lock(&s->mu);
+        if (!s->fatal) {
+            s->fatal = 1;
+            snprintf(s->fatal_msg, sizeof(s->fatal_msg), "%s", w->msg);
+        }
+        pthread_mutex_unlock(&s->mu);
+        return S_FATAL;
+    }
     if (w->status >= 200 && w->status < 300) {
         pthread_mutex_lock(&s->mu);
         s->sent += nsamples;
@@ -305,7 +319,7 @@ again:
     return S_REFUSED;
 }
 
-/* Posts with retries. Returns S_OK, S_REFUSED, or S_RETRY when it gave up. */
+/* Posts with retries. Returns S_OK, S_REFUSED, S_FATAL, or S_RETRY when it gave up. */
 static int post_retry(struct worker *w, const char *pb, size_t n, long nsamples)
 {
     struct rw_sender *s = w->s;
@@ -344,8 +358,8 @@ static int send_split(struct worker *w, const struct tlm_rw_req *r, size_t from,
         if (tlm_rw_encode_v1_range(r, a, b, &w->part))
             return *gave_from = a, S_RETRY;
         res = post_retry(w, w->part.data, w->part.len, (long)(b - a));
-        if (res == S_RETRY)
-            return *gave_from = a, S_RETRY;
+        if (res == S_RETRY || res == S_FATAL)
+            return *gave_from = a, res;
         if (res == S_REFUSED) {
             if (b - a == 1) {
                 pthread_mutex_lock(&s->mu);
@@ -354,8 +368,8 @@ static int send_split(struct worker *w, const struct tlm_rw_req *r, size_t from,
                 char reason[600];
                 snprintf(reason, sizeof(reason), "refused by the receiver: %s", w->msg);
                 reject_samples(s, r, a, b, reason);
-            } else if (send_split(w, r, a, b, gave_from) == S_RETRY) {
-                return S_RETRY;
+            } else if ((res = send_split(w, r, a, b, gave_from)) != S_OK) {
+                return res;
             }
         }
     }
@@ -377,7 +391,11 @@ static int deliver(struct worker *w, struct item *it)
     }
     if (w->parked)
         return 0;
-    res = post_retry(w, it->pb.data, it->pb.len, it->nsamples);
+    pthread_mutex_lock(&s->mu);
+    res = s->fatal ? S_FATAL : S_RETRY;
+    pthread_mutex_unlock(&s->mu);
+    if (res != S_FATAL)
+        res = post_retry(w, it->pb.data, it->pb.len, it->nsamples);
     if (res == S_OK) {
         pthread_mutex_lock(&s->mu);
         s->batches++;
@@ -420,8 +438,11 @@ static int deliver(struct worker *w, struct item *it)
         return 0;
     }
     char reason[700];
-    snprintf(reason, sizeof(reason), "not delivered after %ld retries: %s", s->o.max_retries,
-             w->msg);
+    if (res == S_FATAL)
+        snprintf(reason, sizeof(reason), "not delivered: the receiver answered %s", s->fatal_msg);
+    else
+        snprintf(reason, sizeof(reason), "not delivered after %ld retries: %s", s->o.max_retries,
+                 w->msg);
     pthread_mutex_lock(&s->mu);
     s->given_up += (long long)(r.nsamples - gave);
     pthread_mutex_unlock(&s->mu);
@@ -626,6 +647,11 @@ int rw_sender_submit(struct rw_sender *s, int shard, struct tlm_buf *pb, long ns
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     it->nsamples = nsamples;
     pthread_mutex_lock(&s->mu);
+    if (s->fatal) {
+        pthread_mutex_unlock(&s->mu);
+        free(it);
+        return tlm_error_set(err, TLM_EIO, "the receiver answered %s; stopping", s->fatal_msg);
+    }
     it->seq = s->next_seq++;
     if (s->o.spool) {
         while (s->spool_bytes >= s->o.spool_max && s->spool_left == 0)
@@ -684,6 +710,8 @@ int rw_sender_finish(struct rw_sender *s, struct tlm_error *err)
         }
     if (s->rej)
         fflush(s->rej);
+    if (s->fatal && !s->spool_left && !s->given_up)
+        return tlm_error_set(err, TLM_EIO, "the receiver answered %s", s->fatal_msg);
     if (s->spool_left)
         return tlm_error_set(err, TLM_EIO,
                              "%ld batch%s not delivered; kept in the spool %s for the next run",

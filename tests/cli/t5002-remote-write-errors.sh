@@ -121,4 +121,15 @@ test_expect_success 'SIGTERM: the samples read so far are still sent' '
     kill $STUB_PID
 '
 
+test_expect_success 'a 404 (wrong URL) stops the run after one request: no retries, no splitting' '
+    stub_start "404=not found" &&
+    ev 20 > e10 &&
+    { "$TELEM" $RW --url "$STUB_URL" --batch 2 --reject rej10 e10 2> err; test $? = 1; } &&
+    grep -q "the receiver answered 404 not found" err &&
+    test $(grep -vc listening "$TRASH/stub.log") = 1 &&
+    jq -r .reason rej10 | sort -u > got &&
+    echo "not delivered: the receiver answered 404 not found" > want && test_cmp want got &&
+    kill $STUB_PID
+'
+
 test_done
