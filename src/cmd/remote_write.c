@@ -135,6 +135,7 @@ struct series {
 struct entry {
     int64_t ts;
     double v;
+    long long line;         /* input line, for --reject */
     int32_t next;
 };
 
@@ -182,6 +183,7 @@ struct rctx {
     struct tlm_buf vals, key, pb, name; /* label values; label fields; batch; scratch */
     struct tlm_rw_label *lab;
     struct tlm_rw_sample *tmp;
+    long long *tlines;      /* input line of each tmp sample */
     size_t cap_tmp;
     struct tlm_rw_series *views;
     size_t cap_views;
@@ -576,9 +578,12 @@ static int flush_shard(struct rctx *c, int bi, struct tlm_error *err)
         return 0;
     if (b->n > c->cap_tmp) {
         struct tlm_rw_sample *t = realloc(c->tmp, b->n * sizeof(*t));
-        if (!t)
+        if (t)
+            c->tmp = t;
+        long long *tl = t ? realloc(c->tlines, b->n * sizeof(*tl)) : NULL;
+        if (!t || !tl)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-        c->tmp = t;
+        c->tlines = tl;
         c->cap_tmp = b->n;
     }
     if (b->norder > c->cap_views) {
@@ -595,6 +600,7 @@ static int flush_shard(struct rctx *c, int bi, struct tlm_error *err)
         for (int32_t e = s->head; e >= 0; e = b->e[e].next) {
             c->tmp[ns].ts = b->e[e].ts;
             c->tmp[ns].value = b->e[e].v;
+            c->tlines[ns] = b->e[e].line;
             if (ns > start && c->tmp[ns].ts < c->tmp[ns - 1].ts)
                 sorted = 0;
             ns++;
@@ -604,12 +610,15 @@ static int flush_shard(struct rctx *c, int bi, struct tlm_error *err)
             /* stable: equal times keep their arrival order, so the last one wins */
             for (k = 1; k < m; k++) {
                 struct tlm_rw_sample x = c->tmp[start + k];
+                long long xl = c->tlines[start + k];
                 size_t j = k;
                 while (j > 0 && cmp_sample(&c->tmp[start + j - 1], &x) > 0) {
                     c->tmp[start + j] = c->tmp[start + j - 1];
+                    c->tlines[start + j] = c->tlines[start + j - 1];
                     j--;
                 }
                 c->tmp[start + j] = x;
+                c->tlines[start + j] = xl;
             }
         }
         /* equal times: keep the last */
@@ -619,6 +628,7 @@ static int flush_shard(struct rctx *c, int bi, struct tlm_error *err)
                 c->replaced++;
                 continue;
             }
+            c->tlines[w] = c->tlines[k];
             c->tmp[w++] = c->tmp[k];
         }
         ns = w;
@@ -644,7 +654,11 @@ static int flush_shard(struct rctx *c, int bi, struct tlm_error *err)
     b->gen++;
     if (c->dry_run)
         return write_dry(c, &c->pb, err);
-    rc = rw_sender_submit(c->sender, bi, &c->pb, (long)ns, err);
+    long long *lines = malloc((ns ? ns : 1) * sizeof(*lines));
+    if (!lines)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    memcpy(lines, c->tlines, ns * sizeof(*lines));
+    rc = rw_sender_submit(c->sender, bi, &c->pb, (long)ns, lines, err);
     return rc;
 }
 
@@ -667,7 +681,8 @@ static int flush_aged(struct rctx *c, int all, struct tlm_error *err)
     return 0;
 }
 
-static int add_sample(struct rctx *c, long si, int64_t ts, double v, struct tlm_error *err)
+static int add_sample(struct rctx *c, long si, int64_t ts, double v, long long line,
+                      struct tlm_error *err)
 {
     struct series *s = &c->ser[si];
     int bi = (int)((s->hash >> 32) % (uint64_t)c->nshards);
@@ -685,6 +700,7 @@ static int add_sample(struct rctx *c, long si, int64_t ts, double v, struct tlm_
     int32_t idx = (int32_t)b->n++;
     b->e[idx].ts = ts;
     b->e[idx].v = v;
+    b->e[idx].line = line;
     b->e[idx].next = -1;
     b->bytes += 24;
     if (s->gen != b->gen || s->head < 0) {
@@ -889,7 +905,7 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     if (!any)
         return stage_reject(st, "no value in %s%s", c->vs[0].field, c->nvs > 1 ? " or the other --value fields" : "");
     for (size_t k = 0; k < c->nvs; k++)
-        if (present[k] && (rc = add_sample(c, sid[k], ts, val[k], err)))
+        if (present[k] && (rc = add_sample(c, sid[k], ts, val[k], stage_source_line(st), err)))
             return rc;
     if ((++c->events_seen & 255) == 0)
         return flush_aged(c, 0, err);
@@ -1085,6 +1101,7 @@ int cmd_remote_write(int argc, char **argv)
     free(c.tab);
     free(c.lab);
     free(c.tmp);
+    free(c.tlines);
     free(c.views);
     tlm_buf_free(&c.arena);
     tlm_buf_free(&c.vals);

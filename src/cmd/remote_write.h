@@ -44,10 +44,12 @@ struct rw_sender *rw_sender_create(const struct rw_send_opts *o, struct tlm_erro
 int rw_sender_start(struct rw_sender *s, struct tlm_error *err);
 
 /* Queues one batch (a 1.0 WriteRequest of nsamples samples) for shard. Takes the contents
- * of pb (left empty). Blocks while the shard's queue or the spool is full (back-pressure).
- * Returns 0 or a negative code with err filled. */
+ * of pb (left empty) and ownership of lines (the input line of each sample, in request
+ * order, for --reject records; may be NULL; freed with free()). Blocks while the shard's
+ * queue or the spool is full (back-pressure). Returns 0 or a negative code with err filled
+ * (lines is freed then too). */
 int rw_sender_submit(struct rw_sender *s, int shard, struct tlm_buf *pb, long nsamples,
-                     struct tlm_error *err);
+                     long long *lines, struct tlm_error *err);
 
 /* Waits until every queued batch is delivered, refused or given up, and stops the threads.
  * Returns 0, or TLM_EIO with err filled when samples were not delivered (given up, or left

@@ -40,6 +40,7 @@ struct item {
     uint64_t seq;
     struct tlm_buf pb;      /* the request; empty when only the spool holds it */
     long nsamples;
+    long long *lines;       /* input line per sample, or NULL (an earlier run's spool) */
     int64_t disk;           /* bytes in the spool, 0 if not spooled */
     struct item *next;
 };
@@ -65,6 +66,7 @@ struct worker {
     long status;
     int written_hdr;           /* X-Prometheus-Remote-Write-Samples-Written seen */
     double retry_after;        /* seconds, < 0 if none */
+    const long long *lines;    /* of the batch being delivered, or NULL */
     uint64_t rng;
     char msg[512];             /* last failure */
 };
@@ -147,7 +149,7 @@ int rw_series_text(const struct tlm_rw_series *s, struct tlm_buf *out)
 
 /* Writes the samples [from, to) of r to --reject (or stderr) with reason. */
 static void reject_samples(struct rw_sender *s, const struct tlm_rw_req *r, size_t from, size_t to,
-                           const char *reason)
+                           const long long *lines, const char *reason)
 {
     struct tlm_buf b = TLM_BUF_INIT, ser = TLM_BUF_INIT;
     for (size_t i = from; i < to; i++) {
@@ -156,7 +158,10 @@ static void reject_samples(struct rw_sender *s, const struct tlm_rw_req *r, size
         tlm_buf_reset(&ser);
         rw_series_text(se, &ser);
         if (s->rej) {
-            tlm_buf_puts(&b, "{\"reason\":");
+            tlm_buf_puts(&b, "{");
+            if (lines)
+                tlm_buf_printf(&b, "\"line\":%lld,", lines[i]);
+            tlm_buf_puts(&b, "\"reason\":");
             tlm_json_put_string(&b, reason, strlen(reason));
             tlm_buf_puts(&b, ",\"series\":");
             tlm_json_put_string(&b, ser.data, ser.len);
@@ -173,7 +178,10 @@ static void reject_samples(struct rw_sender *s, const struct tlm_rw_req *r, size
             }
             tlm_buf_puts(&b, "}\n");
         } else {
-            tlm_buf_printf(&b, "%s: refused: %s ", cli_progname(), ser.data);
+            if (lines)
+                tlm_buf_printf(&b, "%s: line %lld: refused: %s ", cli_progname(), lines[i], ser.data);
+            else
+                tlm_buf_printf(&b, "%s: refused: %s ", cli_progname(), ser.data);
             if (tlm_rw_is_stale(x->value))
                 tlm_buf_puts(&b, "stale");
             else
@@ -367,7 +375,7 @@ static int send_split(struct worker *w, const struct tlm_rw_req *r, size_t from,
                 pthread_mutex_unlock(&s->mu);
                 char reason[600];
                 snprintf(reason, sizeof(reason), "refused by the receiver: %s", w->msg);
-                reject_samples(s, r, a, b, reason);
+                reject_samples(s, r, a, b, w->lines, reason);
             } else if ((res = send_split(w, r, a, b, gave_from)) != S_OK) {
                 return res;
             }
@@ -383,6 +391,7 @@ static int deliver(struct worker *w, struct item *it)
     struct rw_sender *s = w->s;
     struct tlm_error err;
     int res;
+    w->lines = it->lines;
     if (it->pb.len == 0 && it->disk) {
         if (tlm_rwspool_read(s->o.spool, it->seq, &it->pb, &err)) {
             cli_warn("%s", err.text);
@@ -419,7 +428,7 @@ static int deliver(struct worker *w, struct item *it)
             pthread_mutex_lock(&s->mu);
             s->refused_samples++;
             pthread_mutex_unlock(&s->mu);
-            reject_samples(s, &r, 0, 1, reason);
+            reject_samples(s, &r, 0, 1, w->lines, reason);
             res = S_OK;
         } else {
             res = send_split(w, &r, 0, r.nsamples, &gave);
@@ -446,7 +455,7 @@ static int deliver(struct worker *w, struct item *it)
     pthread_mutex_lock(&s->mu);
     s->given_up += (long long)(r.nsamples - gave);
     pthread_mutex_unlock(&s->mu);
-    reject_samples(s, &r, gave, r.nsamples, reason);
+    reject_samples(s, &r, gave, r.nsamples, w->lines, reason);
     tlm_rw_req_free(&r);
     return 1;
 }
@@ -487,6 +496,7 @@ static void *worker_main(void *arg)
         pthread_cond_broadcast(&s->cond);
         pthread_mutex_unlock(&s->mu);
         tlm_buf_free(&it->pb);
+        free(it->lines);
         free(it);
     }
     return NULL;
@@ -604,7 +614,7 @@ int rw_sender_start(struct rw_sender *s, struct tlm_error *err)
                      s->o.spool);
         /* oldest first, one at a time, before any new batch */
         for (size_t i = 0; i < n; i++) {
-            struct item it = { seqs[i], TLM_BUF_INIT, 0, 1, NULL };
+            struct item it = { seqs[i], TLM_BUF_INIT, 0, NULL, 1, NULL };
             struct tlm_rw_req r = TLM_RW_REQ_INIT;
             if ((rc = tlm_rwspool_read(s->o.spool, seqs[i], &it.pb, err)) ||
                 (rc = tlm_rw_decode_v1(it.pb.data, it.pb.len, &r, err))) {
@@ -639,16 +649,20 @@ int rw_sender_start(struct rw_sender *s, struct tlm_error *err)
 }
 
 int rw_sender_submit(struct rw_sender *s, int shard, struct tlm_buf *pb, long nsamples,
-                     struct tlm_error *err)
+                     long long *lines, struct tlm_error *err)
 {
     struct worker *w = &s->w[shard];
     struct item *it = calloc(1, sizeof(*it));
-    if (!it)
+    if (!it) {
+        free(lines);
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    }
     it->nsamples = nsamples;
+    it->lines = lines;
     pthread_mutex_lock(&s->mu);
     if (s->fatal) {
         pthread_mutex_unlock(&s->mu);
+        free(it->lines);
         free(it);
         return tlm_error_set(err, TLM_EIO, "the receiver answered %s; stopping", s->fatal_msg);
     }
@@ -658,6 +672,7 @@ int rw_sender_submit(struct rw_sender *s, int shard, struct tlm_buf *pb, long ns
             pthread_cond_wait(&s->cond, &s->mu);
         if (s->spool_bytes >= s->o.spool_max) {
             pthread_mutex_unlock(&s->mu);
+            free(it->lines);
             free(it);
             return tlm_error_set(err, TLM_EIO,
                                  "the spool %s is full (--spool-size) and the receiver is "
@@ -666,6 +681,7 @@ int rw_sender_submit(struct rw_sender *s, int shard, struct tlm_buf *pb, long ns
         pthread_mutex_unlock(&s->mu);
         int64_t d = tlm_rwspool_write(s->o.spool, it->seq, pb->data, pb->len, err);
         if (d < 0) {
+            free(it->lines);
             free(it);
             return (int)d;
         }
@@ -752,6 +768,7 @@ void rw_sender_destroy(struct rw_sender *s)
         while (w->head) {
             struct item *n = w->head->next;
             tlm_buf_free(&w->head->pb);
+            free(w->head->lines);
             free(w->head);
             w->head = n;
         }

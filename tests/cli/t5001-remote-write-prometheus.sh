@@ -79,12 +79,12 @@ test_expect_success 'out-of-order and conflicting samples refused by Prometheus 
     } > ev2 &&
     "$TELEM" remote-write --url "$W" --name t2 --value v --label host --shards 1 \
         --reject rej --stats ev2 2> err &&
-    jq -r "\"\(.series) \(.timestamp) \(.value) \(.reason)\"" rej > got &&
+    jq -r "\"\(.line) \(.series) \(.timestamp) \(.value) \(.reason)\"" rej > got &&
     {
         for i in 0 1 2 3 4; do
-            echo "t2{host=\"z\"} $((B + i))000 7 refused by the receiver: 400 out of order sample"
+            echo "$((2 * i + 1)) t2{host=\"z\"} $((B + i))000 7 refused by the receiver: 400 out of order sample"
         done
-        echo "t2{host=\"z\"} $((B + 100))000 2 refused by the receiver: 400 duplicate sample for timestamp"
+        echo "11 t2{host=\"z\"} $((B + 100))000 2 refused by the receiver: 400 duplicate sample for timestamp"
     } > want &&
     test_cmp want got &&
     grep -q "\"sent\":7," err && grep -q "\"refused\":6," err &&

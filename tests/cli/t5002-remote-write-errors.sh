@@ -54,8 +54,8 @@ test_expect_success 'a 400 splits the batch down to the refused samples; the oth
     ev 4 > e4 &&
     "$TELEM" $RW --url "$STUB_URL" --reject rej --stats e4 2> err &&
     awk "!/listening/ { print \$1, \$2, \$5 }" "$TRASH/stub.log" > got &&
-    jq -c "[.series, .timestamp, .value, .reason]" rej > rgot &&
-    echo "[\"m{k=\\\"a\\\"}\",1700000001000,2,\"refused by the receiver: 400 bad sample\"]" > rwant &&
+    jq -c "[.line, .series, .timestamp, .value, .reason]" rej > rgot &&
+    echo "[3,\"m{k=\\\"a\\\"}\",1700000001000,2,\"refused by the receiver: 400 bad sample\"]" > rwant &&
     test_cmp rwant rgot &&
     grep -q "\"sent\":3," err && grep -q "\"refused\":1," err && grep -q "\"splits\":2," err &&
     kill $STUB_PID
