@@ -984,6 +984,8 @@ int cmd_remote_write(int argc, char **argv)
         cli_usage_error("where to? give --url <url> (or --dry-run)");
     if (c.format && !c.dry_run)
         cli_usage_error("--format applies to --dry-run");
+    if (c.dry_run && c.so.spool)
+        cli_usage_error("--spool applies when sending, not to --dry-run");
     if (c.so.max_retries == -2)
         c.so.max_retries = c.so.spool ? -1 : 10;
     if (c.so.min_backoff_ms <= 0 || c.so.max_backoff_ms < c.so.min_backoff_ms)
