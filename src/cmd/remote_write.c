@@ -43,7 +43,7 @@ static const char *const usage[] = {
 enum { K_URL = CLI_KEY_CMD, K_NAME, K_VALUE, K_LABEL, K_CONST, K_SANITIZE, K_MAX_FUTURE,
        K_BATCH, K_BATCH_BYTES, K_FLUSH, K_SHARDS, K_QUEUE, K_PROTOCOL, K_TIMEOUT, K_RETRIES,
        K_MIN_BACKOFF, K_MAX_BACKOFF, K_HEADER, K_CACERT, K_CERT, K_KEY, K_BEARER, K_BASIC,
-       K_SPOOL, K_SPOOL_SIZE, K_DRY_RUN, K_FORMAT };
+       K_SPOOL, K_SPOOL_SIZE, K_DRY_RUN, K_FORMAT, K_ALLOW_OOO };
 
 static const struct cli_opt map_opts[] = {
     { "name", K_NAME, "<name>", "metric name: a constant, or $.<field> to read it from each event" },
@@ -52,6 +52,7 @@ static const struct cli_opt map_opts[] = {
     { "const-label", K_CONST, "<k>=<v>", "a label with a constant value (repeatable)" },
     { "sanitize", K_SANITIZE, NULL, "rewrite invalid metric and label names instead of rejecting" },
     { "max-future", K_MAX_FUTURE, "<dur>", "reject samples further ahead of the clock (default 10m; 0: no limit)" },
+    { "allow-out-of-order", K_ALLOW_OOO, NULL, "send samples older than their series' last sent one (receivers that take them)" },
     { NULL, 0, NULL, NULL },
 };
 
@@ -157,6 +158,7 @@ struct rctx {
     char **value_specs, **label_specs, **const_specs, **hdrs;
     size_t nvalue_specs, nlabel_specs, nconst_specs, nhdrs;
     int sanitize, dry_run, format;
+    int allow_ooo;          /* --allow-out-of-order */
     int64_t max_future_ms;
     long batch;
     long batch_bytes;
@@ -251,6 +253,7 @@ static void handle(int key, const char *arg, void *p)
     case K_LABEL: add_list(&c->label_specs, &c->nlabel_specs, arg, 1); break;
     case K_CONST: add_list(&c->const_specs, &c->nconst_specs, arg, 0); break;
     case K_SANITIZE: c->sanitize = 1; break;
+    case K_ALLOW_OOO: c->allow_ooo = 1; break;
     case K_MAX_FUTURE: c->max_future_ms = cli_duration("max-future", arg) / 1000000; break;
     case K_BATCH: c->batch = (long)cli_count("batch", arg, 1, 10000000); break;
     case K_BATCH_BYTES: c->batch_bytes = (long)cli_count("batch-bytes", arg, 64, 1L << 30); break;
@@ -891,7 +894,7 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
         sid[k] = series_of(c, c->key.data, c->key.len, hash_key(c->key.data, c->key.len));
         if (sid[k] < 0)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-        if (ts <= c->ser[sid[k]].last) {
+        if (!c->allow_ooo && ts <= c->ser[sid[k]].last) {
             struct tlm_rw_series v = { c->lab, nl, NULL, 0, NULL, 0 };
             struct tlm_buf t = TLM_BUF_INIT;
             rw_series_text(&v, &t);

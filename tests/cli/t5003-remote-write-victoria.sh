@@ -45,4 +45,21 @@ test_expect_success 'push 2 values x 4 hosts x 50 s; /api/v1/export returns ever
     test_cmp want got
 '
 
+test_expect_success '--allow-out-of-order: older samples sent after newer ones are stored too' '
+    printf "{\"timestamp\":%s000,\"v\":2}\n{\"timestamp\":%s000,\"v\":1}\n" $((B + 10)) $B > ooo &&
+    "$TELEM" remote-write --url "$VM/api/v1/write" --name vmooo --value v --batch 1 \
+        --allow-out-of-order --reject rej ooo &&
+    test ! -s rej &&
+    printf "1 %s000\n2 %s000\n" $B $((B + 10)) > want &&
+    n=0 &&
+    while :; do
+        curl -s -G "$VM/api/v1/export" --data-urlencode "match[]=vmooo" |
+            jq -r "[.values, .timestamps] | transpose[] | \"\(.[0]) \(.[1])\"" > got
+        cmp -s want got && break
+        n=$((n + 1)); [ $n -lt 100 ] || break
+        sleep 0.2
+    done &&
+    test_cmp want got
+'
+
 test_done
