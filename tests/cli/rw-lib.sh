@@ -7,9 +7,18 @@
 
 PROM_PID= STUB_PID= PROM_DIR= PROM_PORT=
 
+# every server started (also inside a test step, a subshell whose variables the trap does
+# not see) is listed in $TRASH/.rw-pids and stopped at exit
 rw_cleanup() {
     [ -n "$PROM_PID" ] && kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
     [ -n "$STUB_PID" ] && kill "$STUB_PID" 2>/dev/null && wait "$STUB_PID" 2>/dev/null
+    if [ -f "$TRASH/.rw-pids" ]; then
+        for p in $(cat "$TRASH/.rw-pids"); do kill "$p" 2>/dev/null; done
+        for p in $(cat "$TRASH/.rw-pids"); do
+            n=0
+            while kill -0 "$p" 2>/dev/null && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+        done
+    fi
     rm -rf "$TRASH"
 }
 trap rw_cleanup EXIT
@@ -29,6 +38,7 @@ prom_launch() {
         --web.listen-address=127.0.0.1:$PROM_PORT --web.enable-remote-write-receiver \
         --log.level=debug >>"$PROM_DIR/prom.log" 2>&1 3>&- 4>&- &
     PROM_PID=$!
+    echo "$PROM_PID" >> "$TRASH/.rw-pids"
     n=0
     until curl -sf "$PROM_URL/-/ready" >/dev/null 2>&1; do
         n=$((n + 1))
@@ -79,6 +89,7 @@ stub_start() {
     rm -f "$TRASH/stub.log"
     python3 "$top_srcdir/tests/cli/rw-stub.py" "$STUB_PORT" "$@" > "$TRASH/stub.log" 2>&1 &
     STUB_PID=$!
+    echo "$STUB_PID" >> "$TRASH/.rw-pids"
     STUB_URL="http://127.0.0.1:$STUB_PORT/api/v1/write"
     n=0
     until grep -q "listening $STUB_PORT" "$TRASH/stub.log" 2>/dev/null; do

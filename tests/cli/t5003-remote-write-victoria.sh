@@ -16,6 +16,7 @@ VM="http://127.0.0.1:$VM_PORT"
 victoria-metrics -httpListenAddr=127.0.0.1:$VM_PORT -storageDataPath="$TRASH/vm" \
     -retentionPeriod=1d -search.latencyOffset=1s -search.disableCache > "$TRASH/vm.log" 2>&1 &
 STUB_PID=$! # stopped by rw_cleanup
+echo "$STUB_PID" >> "$TRASH/.rw-pids"
 n=0
 until curl -sf "$VM/health" > /dev/null 2>&1; do
     n=$((n + 1)); [ $n -gt 300 ] && { echo "victoria-metrics did not start"; exit 1; }
