@@ -14,6 +14,7 @@ struct telem_cmd {
 int cmd_gen(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_remote_write(int argc, char **argv);
 int cmd_window(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const struct telem_cmd cmds[] = {
     { "gen", cmd_gen, "generate deterministic synthetic telemetry" },
     { "ingest", cmd_ingest, "read telemetry in many formats as NDJSON events" },
     { "inspect", cmd_inspect, "show a state snapshot's header and contents" },
+    { "remote-write", cmd_remote_write, "push events as samples to a Prometheus remote write receiver" },
     { "window", cmd_window, "aggregate events over keyed event-time windows" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
