@@ -946,6 +946,12 @@ static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_e
     return c->join ? join_watermark(c->join, st, wm, err) : 0;
 }
 
+static tlm_time_t hold(void *ctx, tlm_time_t wm)
+{
+    struct ectx *c = ctx;
+    return join_hold(c->join, wm);
+}
+
 static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
 {
     struct ectx *c = ctx;
@@ -1221,7 +1227,7 @@ int cmd_enrich(int argc, char **argv)
     ops.load = load;
     ops.stats = stats;
     if (c.join)
-        join_setup(c.join, &ops);
+        ops.hold = hold;
 
     status = stage_run(&common, &ops);
 

@@ -34,8 +34,9 @@ struct join;
 
 /* Returns the join (caller owns; join_destroy) or NULL with err filled. */
 struct join *join_create(const struct join_opts *o, struct tlm_error *err);
-/* Adds the join's hooks to the stage's ops (watermark held back to the right side's). */
-void join_setup(struct join *j, struct stage_ops *ops);
+/* The watermark to write downstream when the left side's is wm: the lower of both
+ * sides', less max(upper, 0), so that no pair written later is late (stage_ops.hold). */
+tlm_time_t join_hold(const struct join *j, tlm_time_t wm);
 int join_event(struct join *j, struct stage *st, const struct stage_event *ev,
                struct tlm_error *err);
 int join_watermark(struct join *j, struct stage *st, tlm_time_t wm, struct tlm_error *err);

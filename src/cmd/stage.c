@@ -247,12 +247,15 @@ int stage_report(struct stage *st, long lines_back, long column, const char *rea
 
 static int put_watermark(struct stage *st, struct tlm_error *err)
 {
-    if (st->c->no_watermarks || st->wm.wm == TLM_TIME_MIN || st->wm.wm == st->wm_emitted)
+    tlm_time_t wm = st->wm.wm;
+    if (st->ops->hold && wm != TLM_TIME_MIN)
+        wm = st->ops->hold(st->ops->ctx, wm);
+    if (st->c->no_watermarks || wm == TLM_TIME_MIN || wm <= st->wm_emitted)
         return 0;
     struct tlm_buf *b = &st->out->buf;
-    if (tlm_buf_printf(b, "{\"__watermark\":%lld}", tlm_time_to_unit(st->wm.wm, TLM_UNIT_MS)))
+    if (tlm_buf_printf(b, "{\"__watermark\":%lld}", tlm_time_to_unit(wm, TLM_UNIT_MS)))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-    st->wm_emitted = st->wm.wm;
+    st->wm_emitted = wm;
     st->wm_out++;
     if (tlm_buf_putc(b, '\n'))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");

@@ -110,6 +110,10 @@ struct stage_ops {
     /* Write state records / read one back. May be NULL for stateless stages. */
     int (*save)(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err);
     int (*load)(void *ctx, json_t *rec, struct tlm_error *err);
+    /* The watermark written downstream when the stage's own is wm: a stage that holds
+     * events back and writes them later (a join) returns a lower time, so that what it
+     * writes is never late downstream. May be NULL (wm itself). */
+    tlm_time_t (*hold)(void *ctx, tlm_time_t wm);
     /* Extra counters for --stats and `telem inspect`: add fields to obj. May be NULL. */
     void (*stats)(void *ctx, json_t *obj);
 };
