@@ -18,6 +18,7 @@
  * event is enriched from exactly one version of the table; a new file that does not
  * load leaves the old table in place and says why on stderr.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -628,6 +629,8 @@ static void member_span(const char *line, size_t len, const struct tlm_jval *v, 
         j--;
     if (line[j - 1] == ',') {
         *from = j - 1;
+        while (ve < len && is_ws(line[ve]))
+            ve++;
         *to = ve;
     } else { /* the first member: take the comma after it */
         size_t k = ve;
@@ -1190,10 +1193,9 @@ int cmd_enrich(int argc, char **argv)
         cols = tlm_dblookup_columns(c.db, &ncols);
     } else {
         double t0 = now_s();
-        if (stat(c.table_path, &c.table_sb) != 0 ||
-            !(c.table = tlm_table_load(c.table_path, &c.to, &err))) {
-            if (!err.text[0])
-                tlm_error_set(&err, TLM_EIO, "cannot read the table");
+        if (stat(c.table_path, &c.table_sb) != 0)
+            tlm_error_set(&err, TLM_EIO, "%s", strerror(errno));
+        if (err.code || !(c.table = tlm_table_load(c.table_path, &c.to, &err))) {
             if (!err.source[0])
                 snprintf(err.source, sizeof(err.source), "%s", c.table_path);
             cli_report(&err);
