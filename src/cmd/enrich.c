@@ -865,6 +865,11 @@ static void maybe_reload(struct ectx *c, int force)
     c->table = t;
     c->reloads++;
     c->load_ms = (now_s() - t0) * 1000;
+    {
+        struct tlm_table_stats s;
+        tlm_table_stats(t, &s);
+        cli_warn("%s: reloaded, %lld row%s", c->table_path, s.rows, s.rows == 1 ? "" : "s");
+    }
 }
 
 static void check_reload(struct ectx *c)
@@ -978,9 +983,10 @@ static int on_reload(void *ctx, struct stage *st, struct tlm_error *err)
     struct ectx *c = ctx;
     (void)st;
     (void)err;
-    if (c->db)
+    if (c->db) {
         tlm_dblookup_clear(c->db);
-    else
+        cli_warn("%s: cache emptied (SIGHUP)", c->sqlite_path);
+    } else
         maybe_reload(c, 1);
     return 0;
 }

@@ -1,0 +1,73 @@
+#!/bin/sh
+# t4003: the interval join's expiry, live: impressions on stdin (left) and actions on a
+# FIFO (right). An event leaves the join buffer only when the watermark - the lower of
+# both sides' - passes its bound (left: L + upper, right: R - lower); then, if it never
+# joined, it is written to --unjoined. The right side is read by event time: the join
+# waits for it, as Flink waits for its slower input.
+. "$top_srcdir/tests/cli/lib.sh"
+
+test_expect_success 'expiry follows the lower of both watermarks' '
+    mkfifo left right || exit 1
+    "$TELEM" enrich --join right --on k --within 5s --time-unit ms --unjoined un \
+        --stats < left > out 2> err &
+    pid=$!
+    exec 3> left
+    echo "{\"timestamp\":1000,\"k\":\"a\"}" >&3
+    # the right FIFO is opened when the first left event asks for right events
+    exec 4> right
+    echo "{\"timestamp\":500,\"k\":\"x\"}" >&4 &&
+    echo "{\"timestamp\":2000,\"k\":\"a\"}" >&4 &&
+    wait_for out "\"right\":{\"timestamp\":2000" &&
+    echo "{\"timestamp\":3000,\"k\":\"b\"}" >&3 &&
+    echo "{\"timestamp\":9000,\"k\":\"zz\"}" >&4 &&
+    wait_for un "\"k\":\"x\"" &&
+    echo "{\"side\":\"right\",\"event\":{\"timestamp\":500,\"k\":\"x\"}}" > want &&
+    test_cmp want un &&
+    echo "{\"timestamp\":12000,\"k\":\"c\"}" >&3 &&
+    exec 4>&- &&
+    wait_for un "\"k\":\"zz\"" &&
+    cat > want <<-\EOT &&
+	{"side":"right","event":{"timestamp":500,"k":"x"}}
+	{"side":"left","event":{"timestamp":3000,"k":"b"}}
+	{"side":"right","event":{"timestamp":9000,"k":"zz"}}
+	EOT
+    test_cmp want un &&
+    exec 3>&- &&
+    wait $pid &&
+    cat >> want <<-\EOT &&
+	{"side":"left","event":{"timestamp":12000,"k":"c"}}
+	EOT
+    test_cmp want un &&
+    cat > want <<-\EOT &&
+	{"timestamp":1000,"k":"a","right":{"timestamp":2000,"k":"a"}}
+	{"__watermark":-4001}
+	{"__watermark":-2001}
+	{"__watermark":6999}
+	EOT
+    test_cmp want out &&
+    grep -q "\"pairs\":1,\"unjoined_left\":2,\"unjoined_right\":2,\"late_left\":0,\"late_right\":0," err
+'
+
+test_expect_success 'late events are not joined: they go to --unjoined marked late' '
+    printf "{\"timestamp\":1000,\"k\":\"a\"}\n{\"timestamp\":9000,\"k\":\"b\"}\n" > r &&
+    printf "{\"timestamp\":8000,\"k\":\"b\"}\n{\"timestamp\":1500,\"k\":\"a\"}\n" |
+    "$TELEM" enrich --join r --on k --within 2s --time-unit ms --unjoined un2 --no-watermarks > out2 &&
+    echo "{\"timestamp\":8000,\"k\":\"b\",\"right\":{\"timestamp\":9000,\"k\":\"b\"}}" > want &&
+    test_cmp want out2 &&
+    cat > want <<-\EOT &&
+	{"side":"right","event":{"timestamp":1000,"k":"a"}}
+	{"side":"left","late":true,"event":{"timestamp":1500,"k":"a"}}
+	EOT
+    test_cmp want un2
+'
+
+test_expect_success 'a hot id on both sides costs what its pairs cost' '
+    awk "BEGIN { for (i = 0; i < 20000; i++) printf \"{\\\"timestamp\\\":%d,\\\"k\\\":\\\"hot\\\",\\\"i\\\":%d}\n\", i * 10, i }" > l &&
+    awk "BEGIN { for (i = 0; i < 20000; i++) printf \"{\\\"timestamp\\\":%d,\\\"k\\\":\\\"hot\\\",\\\"j\\\":%d}\n\", i * 10 + 5, i }" > r2 &&
+    "$TELEM" enrich --join r2 --on k --within 20ms --time-unit ms --no-watermarks --stats l > out3 2> err3 &&
+    test "$(wc -l < out3)" = 39999 &&
+    grep -q "\"pairs\":39999,\"unjoined_left\":0,\"unjoined_right\":0," err3 &&
+    grep -q "\"buffered_left\":0,\"buffered_right\":0,\"keys\":0," err3
+'
+
+test_done
