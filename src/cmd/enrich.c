@@ -155,7 +155,6 @@ struct ectx {
     size_t seen_n, seen_mask;
     unsigned long long tick;
     double last_check;
-    uint64_t hints[STAGE_BATCH];
 
     /* the join */
     struct join_opts jo;
@@ -945,7 +944,7 @@ static void prefetch(void *ctx, const struct stage_event *ev, size_t slot, int p
         tlm_table_prefetch(c->table, tlm_table_hash(v->p + 1, v->n - 2));
     else if (v->type == TLM_JINT)
         tlm_table_prefetch(c->table, tlm_table_hash(v->p, v->n));
-    c->hints[slot] = 0;
+    (void)slot;
 }
 
 static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err)

@@ -130,6 +130,21 @@ void tlm_table_prefetch(const struct tlm_table *t, uint64_t h)
 static int build_index(struct tlm_table *t, struct tlm_error *err)
 {
     size_t cap = 16;
+    /* the load is over: give back what the doubling growth left unused */
+    if (t->arena.len + 1 < t->arena.cap) {
+        char *a = realloc(t->arena.data, t->arena.len + 1);
+        if (a) {
+            t->arena.data = a;
+            t->arena.cap = t->arena.len + 1;
+        }
+    }
+    if (t->nrows && t->nrows < t->cap_rows) {
+        struct row *r = realloc(t->rows, t->nrows * sizeof(*r));
+        if (r) {
+            t->rows = r;
+            t->cap_rows = t->nrows;
+        }
+    }
     while (cap < t->nrows * 2 + 2)
         cap <<= 1;
     if (t->nrows >= 0xffffffffu)
