@@ -70,4 +70,20 @@ test_expect_success 'a hot id on both sides costs what its pairs cost' '
     grep -q "\"buffered_left\":0,\"buffered_right\":0,\"keys\":0," err3
 '
 
+test_expect_success 'four runs through --state equal one run (buffers and the right position kept)' '
+    awk "BEGIN { for (i = 0; i < 8000; i++) printf \"{\\\"timestamp\\\":%d,\\\"k\\\":\\\"k%d\\\",\\\"i\\\":%d}\n\", 1000 * i, i % 50, i }" > L &&
+    awk "BEGIN { for (i = 0; i < 6000; i++) printf \"{\\\"timestamp\\\":%d,\\\"k\\\":\\\"k%d\\\",\\\"j\\\":%d}\n\", 1333 * i + 7, (i * 7) % 50, i }" > R &&
+    J="--join R --on k --within 90s --max-out-of-order 2s --time-unit ms" &&
+    "$TELEM" enrich $J --unjoined un.all L > one &&
+    test "$(wc -l < one)" -gt 1000 &&
+    split -l 2000 L part. &&
+    rm -f st un.parts &&
+    "$TELEM" enrich $J --unjoined un.parts --state st part.aa > four &&
+    "$TELEM" enrich $J --unjoined un.parts --state st part.ab >> four &&
+    "$TELEM" enrich $J --unjoined un.parts --state st part.ac >> four &&
+    "$TELEM" enrich $J --unjoined un.parts --state st --drain part.ad >> four &&
+    test_cmp one four &&
+    test_cmp un.all un.parts
+'
+
 test_done
