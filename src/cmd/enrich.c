@@ -155,6 +155,8 @@ struct ectx {
     size_t seen_n, seen_mask;
     unsigned long long tick;
     double last_check;
+    uint64_t hints[STAGE_BATCH];   /* read-ahead: the key hash of each batch line */
+    char hint_ok[STAGE_BATCH];
 
     /* the join */
     struct join_opts jo;
@@ -934,17 +936,22 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     return write_enriched(c, st, ev, frag, flen, err);
 }
 
-/* Read-ahead: the index slot of each event's key. */
+/* Read-ahead: the index slot, the row and the fragment of each event's key. */
 static void prefetch(void *ctx, const struct stage_event *ev, size_t slot, int pass)
 {
     struct ectx *c = ctx;
-    const struct tlm_jval *v = &ev->vals[c->keys[0].val];
-    (void)pass;
-    if (v->type == TLM_JSTRING && !v->escaped)
-        tlm_table_prefetch(c->table, tlm_table_hash(v->p + 1, v->n - 2));
-    else if (v->type == TLM_JINT)
-        tlm_table_prefetch(c->table, tlm_table_hash(v->p, v->n));
-    (void)slot;
+    if (pass == 0) {
+        const struct tlm_jval *v = &ev->vals[c->keys[0].val];
+        c->hint_ok[slot] = 1;
+        if (v->type == TLM_JSTRING && !v->escaped)
+            c->hints[slot] = tlm_table_hash(v->p + 1, v->n - 2);
+        else if (v->type == TLM_JINT)
+            c->hints[slot] = tlm_table_hash(v->p, v->n);
+        else
+            c->hint_ok[slot] = 0;
+    }
+    if (c->hint_ok[slot])
+        tlm_table_prefetch(c->table, c->hints[slot], pass);
 }
 
 static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err)
@@ -1224,7 +1231,7 @@ int cmd_enrich(int argc, char **argv)
     ops.on_event = on_event;
     if (c.table && c.nkeys == 1 && !c.keys[0].expr)
         ops.prefetch = prefetch;
-    ops.prefetch_passes = 1;
+    ops.prefetch_passes = TLM_TABLE_PREFETCH_PASSES;
     ops.on_watermark = on_watermark;
     ops.on_end = on_end;
     ops.on_flush = on_flush;

@@ -120,10 +120,23 @@ const char *tlm_table_find(const struct tlm_table *t, const void *key, size_t n,
     }
 }
 
-void tlm_table_prefetch(const struct tlm_table *t, uint64_t h)
+void tlm_table_prefetch(const struct tlm_table *t, uint64_t h, int pass)
 {
-    if (t->slots)
-        __builtin_prefetch(&t->slots[(size_t)h & t->mask]);
+    const uint64_t *slot;
+    if (!t->slots)
+        return;
+    slot = &t->slots[(size_t)h & t->mask];
+    if (pass == 0) {
+        __builtin_prefetch(slot);
+    } else if (*slot) {
+        const struct row *r = &t->rows[(*slot & 0xffffffffu) - 1];
+        if (pass == 1) {
+            __builtin_prefetch(r);
+        } else {
+            __builtin_prefetch(t->arena.data + r->key_off);
+            __builtin_prefetch(t->arena.data + r->frag_off + r->frag_len - 1);
+        }
+    }
 }
 
 /* Builds the index over the rows (after loading). */

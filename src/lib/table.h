@@ -85,8 +85,11 @@ uint64_t tlm_table_hash(const void *key, size_t n);
 const char *tlm_table_find(const struct tlm_table *t, const void *key, size_t n, uint64_t h,
                            size_t *len);
 
-/* Issues a prefetch of the memory tlm_table_find(t, ..., h) will read first. */
-void tlm_table_prefetch(const struct tlm_table *t, uint64_t h);
+/* Read-ahead in TLM_TABLE_PREFETCH_PASSES rounds over a batch of keys: pass 0 prefetches
+ * the index slot of hash h, pass 1 the row it points to, pass 2 the row's key and
+ * fragment (each pass reads what the one before brought in). Only a speed-up. */
+#define TLM_TABLE_PREFETCH_PASSES 3
+void tlm_table_prefetch(const struct tlm_table *t, uint64_t h, int pass);
 
 /* The columns the fragments may hold (as named in the file, without the prefix): the
  * --add list, or all columns but the keys (for JSON, every member name met, in order of
