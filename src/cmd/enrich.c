@@ -187,7 +187,7 @@ static int plain_field(const char *t)
                 return 0;
             start = 1;
         } else if ((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') || *t == '_' ||
-                   (unsigned char)*t >= 0x80 || (!start && ((*t >= '0' && *t <= '9') || *t == '-'))) {
+                   (unsigned char)*t >= 0x80 || (!start && *t >= '0' && *t <= '9')) {
             start = 0;
         } else {
             return 0;
