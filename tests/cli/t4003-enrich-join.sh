@@ -70,10 +70,11 @@ test_expect_success 'a hot id on both sides costs what its pairs cost' '
     grep -q "\"buffered_left\":0,\"buffered_right\":0,\"keys\":0," err3
 '
 
+J="--join R --on k --within 90s --max-out-of-order 2s --time-unit ms"
+
 test_expect_success 'four runs through --state equal one run (buffers and the right position kept)' '
     awk "BEGIN { for (i = 0; i < 8000; i++) printf \"{\\\"timestamp\\\":%d,\\\"k\\\":\\\"k%d\\\",\\\"i\\\":%d}\n\", 1000 * i, i % 50, i }" > L &&
     awk "BEGIN { for (i = 0; i < 6000; i++) printf \"{\\\"timestamp\\\":%d,\\\"k\\\":\\\"k%d\\\",\\\"j\\\":%d}\n\", 1333 * i + 7, (i * 7) % 50, i }" > R &&
-    J="--join R --on k --within 90s --max-out-of-order 2s --time-unit ms" &&
     "$TELEM" enrich $J --unjoined un.all L > one &&
     test "$(wc -l < one)" -gt 1000 &&
     split -l 2000 L part. &&
@@ -84,6 +85,22 @@ test_expect_success 'four runs through --state equal one run (buffers and the ri
     "$TELEM" enrich $J --unjoined un.parts --state st --drain part.ad >> four &&
     test_cmp one four &&
     test_cmp un.all un.parts
+'
+
+test_expect_success 'SIGKILL at random points, restart from the last snapshot: same pairs' '
+    rm -f sk out.sk un.sk &&
+    i=0 &&
+    while [ $i -lt 6 ]; do
+        i=$((i + 1))
+        "$TELEM" enrich $J --unjoined un.sk --state sk --checkpoint-interval 1ms --drain -o out.sk L &
+        pid=$! &&
+        sleep 0.0$(( (i * 37) % 9 + 1 )) &&
+        kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null;
+        true
+    done &&
+    "$TELEM" enrich $J --unjoined un.sk --state sk --drain -o out.sk L &&
+    test_cmp one out.sk &&
+    sort -u un.sk > got.un && sort -u un.all > want.un && test_cmp want.un got.un
 '
 
 test_done
