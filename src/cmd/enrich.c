@@ -151,6 +151,8 @@ struct ectx {
     struct tlm_buf keybuf, exprbuf, tmp, frag2;
     struct tlm_jval kv[MAX_KEYS];
     struct tlm_writer *unmatched;
+    struct side_mark unmatched_mark; /* its size in the restored snapshot */
+    int restored;
     uint64_t *seen;            /* distinct unmatched keys: a set of hashes */
     size_t seen_n, seen_mask;
     unsigned long long tick;
@@ -791,8 +793,8 @@ static int on_unmatched(struct ectx *c, struct stage *st, const struct stage_eve
     else
         c->nokey++;
     if (c->unmatched_path) {
-        if (!c->unmatched &&
-            (rc = tlm_writer_open(c->unmatched_path, stage_restored(st), &c->unmatched, err)))
+        if (!c->unmatched && (rc = side_open(c->unmatched_path, stage_restored(st),
+                                             &c->unmatched_mark, &c->unmatched, err)))
             return rc;
         if ((rc = tlm_writer_line(c->unmatched, ev->line, ev->len, err)))
             return rc;
@@ -1025,10 +1027,23 @@ static int save(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err)
 {
     struct ectx *c = ctx;
     int rc;
-    if (c->unmatched && (rc = tlm_writer_sync(c->unmatched, err)))
-        return rc;
     if (c->join)
         return join_save(c->join, w, err);
+    if (c->unmatched_path) {
+        json_t *m, *rec;
+        if (!c->unmatched &&
+            (rc = side_open(c->unmatched_path, c->restored, &c->unmatched_mark, &c->unmatched, err)))
+            return rc;
+        if ((rc = tlm_writer_sync(c->unmatched, err)))
+            return rc;
+        if ((m = side_mark_json(c->unmatched))) {
+            rec = json_pack("{so}", "unmatched", m);
+            rc = rec ? tlm_snap_put(w, rec, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            json_decref(rec);
+            if (rc)
+                return rc;
+        }
+    }
     if (c->table) {
         struct tlm_table_stats s;
         char hash[32];
@@ -1051,6 +1066,11 @@ static int load(void *ctx, json_t *rec, struct tlm_error *err)
     json_t *t = json_object_get(rec, "table");
     if (c->join)
         return join_load(c->join, rec, err);
+    c->restored = 1;
+    if (json_object_get(rec, "unmatched")) {
+        side_mark_read(json_object_get(rec, "unmatched"), &c->unmatched_mark);
+        return 0;
+    }
     if (t && c->table) {
         struct tlm_table_stats s;
         char hash[32];

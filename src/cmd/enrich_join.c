@@ -32,9 +32,12 @@
  */
 #include "enrich_join.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "jscan.h"
 #include "jwrite.h"
@@ -91,6 +94,8 @@ struct join {
     size_t nheap, capheap;
     uint64_t seq;
     struct tlm_writer *unjoined;
+    struct side_mark unjoined_mark; /* its size in the restored snapshot */
+    int restored;                /* a snapshot was loaded */
     struct stage *st;            /* during a callback */
     struct tlm_buf keybuf, tmp;
     /* counters */
@@ -270,7 +275,7 @@ static int write_unjoined(struct join *j, int side, const char *line, size_t len
     if (!j->o.unjoined_path)
         return 0;
     if (!j->unjoined &&
-        (rc = tlm_writer_open(j->o.unjoined_path, j->st && stage_restored(j->st), &j->unjoined, err)))
+        (rc = side_open(j->o.unjoined_path, j->restored, &j->unjoined_mark, &j->unjoined, err)))
         return rc;
     b = &j->unjoined->buf;
     if (tlm_buf_printf(b, "{\"side\":\"%s\",%s\"event\":", side == LEFT ? "left" : "right",
@@ -614,13 +619,62 @@ tlm_time_t join_hold(const struct join *j, tlm_time_t wm)
 
 /* ---- snapshots ---------------------------------------------------------------------- */
 
+json_t *side_mark_json(struct tlm_writer *w)
+{
+    struct stat sb;
+    if (!w || !w->is_file || fstat(w->fd, &sb) != 0)
+        return NULL;
+    return json_pack("{sIsIsI}", "size", (json_int_t)sb.st_size, "dev", (json_int_t)sb.st_dev,
+                     "ino", (json_int_t)sb.st_ino);
+}
+
+void side_mark_read(json_t *rec, struct side_mark *m)
+{
+    json_int_t size, dev, ino;
+    m->have = rec && !json_unpack(rec, "{sIsIsI}", "size", &size, "dev", &dev, "ino", &ino);
+    if (m->have) {
+        m->size = size;
+        m->dev = dev;
+        m->ino = ino;
+    }
+}
+
+int side_open(const char *path, int append, const struct side_mark *m, struct tlm_writer **w,
+              struct tlm_error *err)
+{
+    struct stat sb;
+    int rc = tlm_writer_open(path, append, w, err);
+    if (rc || !append || !m->have || !(*w)->is_file || fstat((*w)->fd, &sb) != 0 ||
+        (long long)sb.st_dev != m->dev || (long long)sb.st_ino != m->ino || sb.st_size <= m->size)
+        return rc;
+    if (ftruncate((*w)->fd, (off_t)m->size) != 0) {
+        tlm_error_at(err, path, 0, 0, -1);
+        return tlm_error_set(err, TLM_EIO, "cannot cut the file back to the snapshot: %s",
+                             strerror(errno));
+    }
+    return 0;
+}
+
 int join_save(struct join *j, struct tlm_snap_writer *w, struct tlm_error *err)
 {
     struct tlm_reader_pos pos;
     json_t *rec;
     int rc;
-    if (j->unjoined && (rc = tlm_writer_sync(j->unjoined, err)))
-        return rc;
+    if (j->o.unjoined_path) {
+        json_t *m;
+        if (!j->unjoined &&
+            (rc = side_open(j->o.unjoined_path, j->restored, &j->unjoined_mark, &j->unjoined, err)))
+            return rc;
+        if ((rc = tlm_writer_sync(j->unjoined, err)))
+            return rc;
+        if ((m = side_mark_json(j->unjoined))) {
+            rec = json_pack("{so}", "unjoined", m);
+            rc = rec ? tlm_snap_put(w, rec, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            json_decref(rec);
+            if (rc)
+                return rc;
+        }
+    }
     tlm_reader_pos(j->right, &pos);
     rec = json_pack("{s{sisssIsIsIsIsIsIsIsb}}", "right", "index", pos.input, "name", pos.name,
                     "offset", (json_int_t)pos.offset, "line", (json_int_t)pos.line, "prefix_len",
@@ -651,6 +705,11 @@ int join_save(struct join *j, struct tlm_snap_writer *w, struct tlm_error *err)
 int join_load(struct join *j, json_t *rec, struct tlm_error *err)
 {
     json_t *r = json_object_get(rec, "right");
+    j->restored = 1;
+    if (json_object_get(rec, "unjoined")) {
+        side_mark_read(json_object_get(rec, "unjoined"), &j->unjoined_mark);
+        return 0;
+    }
     if (r) {
         struct tlm_reader_pos pos;
         const char *name;

@@ -32,6 +32,21 @@ struct join_opts {
 
 struct join;
 
+/* A side output file (--unmatched, --unjoined) as a snapshot saw it: a restart cuts it
+ * back to that size, so that what a killed run wrote after the snapshot (and the restart
+ * writes again) is not there twice, as the stage does for -o and --reject. */
+struct side_mark {
+    int have;
+    long long size, dev, ino;
+};
+/* The record of w's size and identity (new reference, caller owns), or NULL. */
+json_t *side_mark_json(struct tlm_writer *w);
+/* Reads a record of side_mark_json into *m. */
+void side_mark_read(json_t *rec, struct side_mark *m);
+/* Opens path (appending when append) and cuts it back to *m when it is the same file. */
+int side_open(const char *path, int append, const struct side_mark *m, struct tlm_writer **w,
+              struct tlm_error *err);
+
 /* Returns the join (caller owns; join_destroy) or NULL with err filled. */
 struct join *join_create(const struct join_opts *o, struct tlm_error *err);
 /* The watermark to write downstream when the left side's is wm: the lower of both

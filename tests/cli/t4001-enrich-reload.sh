@@ -68,4 +68,24 @@ test_expect_success '(2) SIGHUP: a broken table is refused, a good one swapped i
     test_cmp want err2
 '
 
+test_expect_success '(3) SIGKILL and restart from --state: the output and --unmatched of one run' '
+    cp v1.csv tab.csv &&
+    awk "BEGIN { for (i = 0; i < 200000; i++) printf \"{\\\"seq\\\":%d,\\\"id\\\":\\\"d%d\\\"}\n\", i, i % 150 }" > ev3 &&
+    E="--table tab.csv --on id --add ver --unmatched" &&
+    "$TELEM" enrich $E un.one ev3 > one &&
+    rm -f sk un.sk out.sk &&
+    i=0 &&
+    while [ $i -lt 6 ]; do
+        i=$((i + 1))
+        "$TELEM" enrich $E un.sk --state sk --checkpoint-interval 1ms -o out.sk ev3 &
+        pid=$! &&
+        sleep 0.0$(( (i * 41) % 9 + 1 )) &&
+        kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null;
+        true
+    done &&
+    "$TELEM" enrich $E un.sk --state sk -o out.sk ev3 &&
+    test_cmp one out.sk &&
+    test_cmp un.one un.sk
+'
+
 test_done
