@@ -4,6 +4,7 @@
 #   - enrich from that table at >= 1.5 M events/s (one core);
 #   - the SQLite path at >= 500 k events/s with a 99 % cache hit rate;
 #   - memory per table row (bytes_per_row of --stats, and the process's max RSS);
+#   - the interval join: events/s counts both inputs (left and right);
 #   - peers on the same data: a cat lower bound, mlr join, jq with a pre-built map.
 #
 # Usage: sh bench/enrich/run.sh /path/to/telem [events] [runs]
@@ -92,6 +93,17 @@ row "telem enrich --table (with load)" "$EVENTS" "$t_tab" "$t_tab"
 row "telem enrich --table (less load)" "$EVENTS" "$t_ev" "$t_tab"
 row "telem enrich --into --add" "$EVENTS" "$t_into" "$t_tab"
 row "telem enrich --sqlite ($hits hits, $misses misses)" "$EVENTS" "$t_sql" "$t_tab"
+
+# ---- the interval join (seed 003): impressions, and clicks on them within 1 minute ----
+awk -v n="$EVENTS" 'BEGIN { for (i = 0; i < n; i++)
+    printf "{\"timestamp\":%.0f,\"impressionId\":\"imp-%d\",\"contentId\":\"c%d\"}\n", 1704067200000 + i * 10, i, i % 5000 }' > "$tmp/imp.ndjson"
+awk -v n="$EVENTS" 'BEGIN { srand(3); for (i = 0; i < n; i++) { j = i - int(rand() * 300); if (j < 0) j = 0;
+    printf "{\"timestamp\":%.0f,\"impressionId\":\"imp-%d\",\"action\":\"click\"}\n", 1704067200000 + i * 10 + 5, j } }' > "$tmp/act.ndjson"
+t_join=$(median "$TELEM enrich --join $tmp/act.ndjson --on impressionId --within 1m --max-out-of-order 5s $tmp/imp.ndjson")
+"$TELEM" enrich --join "$tmp/act.ndjson" --on impressionId --within 1m --max-out-of-order 5s --stats \
+    "$tmp/imp.ndjson" 2> "$tmp/joinstats" > /dev/null
+pairs=$(sed -n 's/.*"pairs":\([0-9]*\).*/\1/p' "$tmp/joinstats")
+row "telem enrich --join ($pairs pairs)" "$((EVENTS * 2))" "$t_join" "$t_tab"
 
 # ---- peers, on fewer events (they are slow) --------------------------------------------
 RUNS_PEER=$RUNS
