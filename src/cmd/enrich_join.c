@@ -488,16 +488,12 @@ static int right_time(struct join *j, const struct tlm_jval *v, tlm_time_t *ts)
     }
 }
 
-static int right_bad(struct join *j, const char *why, struct tlm_error *err)
+static int right_bad(struct join *j, const char *why, long column, const char *line, size_t len,
+                     struct tlm_error *err)
 {
     j->right_bad++;
-    tlm_error_at(err, tlm_reader_source(j->right), tlm_reader_line(j->right), 0, -1);
-    if (j->o.common->strict)
-        return tlm_error_set(err, TLM_EPARSE, "%s", why);
-    fflush(stdout);
-    fprintf(stderr, "%s: %s:%lld: %s\n", cli_progname(), tlm_reader_source(j->right),
-            tlm_reader_line(j->right), why);
-    return 0;
+    return stage_reject_other(j->st, tlm_reader_source(j->right), tlm_reader_line(j->right), column,
+                              why, line, len, err);
 }
 
 /* Before the right reader waits: what is written so far goes out. */
@@ -535,13 +531,13 @@ static int pull_right(struct join *j, tlm_time_t t, struct tlm_error *err)
         }
         tlm_error_clear(&e);
         if (tlm_jscan_run(j->rscan, line, len, v, &e)) {
-            if ((rc = right_bad(j, e.text, err)))
+            if ((rc = right_bad(j, e.text, e.column, line, len, err)))
                 return rc;
             continue;
         }
         tlm_time_t ts;
         if (right_time(j, &v[0], &ts)) {
-            if ((rc = right_bad(j, "no usable time field", err)))
+            if ((rc = right_bad(j, "no usable time field", 0, line, len, err)))
                 return rc;
             continue;
         }

@@ -60,6 +60,7 @@ struct stage {
     struct tlm_buf conv;             /* events converted from the current raw line */
     long long bad_line;              /* line number of a bad record elsewhere, or 0 */
     const char *bad_source;          /* its source (a socket client), or NULL */
+    int bad_other;                   /* the bad line is of another input: no offset */
     int cur_input;                   /* index of the input the last line came from */
     const char *prev_src;            /* input name and line of the last raw line handled */
     long long prev_line;
@@ -205,7 +206,7 @@ static int reject_line(struct stage *st, const char *line, size_t len, struct tl
     int rc = tlm_buf_puts(b, "{\"source\":");
     rc |= tlm_json_put_string(b, src, strlen(src));
     rc |= tlm_buf_printf(b, ",\"line\":%lld", lineno);
-    if (source_offset(st) >= 0)
+    if (!st->bad_other && source_offset(st) >= 0)
         rc |= tlm_buf_printf(b, ",\"offset\":%lld", source_offset(st));
     if (st->lerr.column > 0)
         rc |= tlm_buf_printf(b, ",\"column\":%ld", st->lerr.column);
@@ -242,6 +243,23 @@ int stage_report(struct stage *st, long lines_back, long column, const char *rea
         st->bad_line = stage_source_line(st) - lines_back;
     rc = reject_line(st, st->cur_line, st->cur_len, err);
     st->bad_line = 0;
+    return rc;
+}
+
+int stage_reject_other(struct stage *st, const char *source, long long line, long column,
+                       const char *reason, const char *raw, size_t len, struct tlm_error *err)
+{
+    int rc;
+    st->lerr.code = TLM_EPARSE;
+    st->lerr.column = column;
+    snprintf(st->lerr.text, sizeof(st->lerr.text), "%s", reason);
+    st->bad_source = source;
+    st->bad_line = line;
+    st->bad_other = 1;
+    rc = reject_line(st, raw, len, err);
+    st->bad_source = NULL;
+    st->bad_line = 0;
+    st->bad_other = 0;
     return rc;
 }
 
