@@ -1155,6 +1155,7 @@ int cmd_enrich(int argc, char **argv)
     struct tlm_error err;
     const char *const *cols = NULL;
     size_t ncols = 0;
+    struct tlm_path right_key = { 0, NULL };
     int argi, status, modes;
 
     memset(&c, 0, sizeof(c));
@@ -1208,7 +1209,13 @@ int cmd_enrich(int argc, char **argv)
             cli_usage_error("--lower must not be above --upper");
         build_paths(&c, NULL, 0);
         c.jo.key_path = &c.paths[c.keys[0].val];
-        c.jo.key_name = c.keys[0].text;
+        /* --on left=right: the right side's key field (a dotted name too) */
+        if (strncmp(c.keys[0].column, "$.", 2) == 0 && plain_field(c.keys[0].column + 2))
+            c.keys[0].column += 2;
+        if (!plain_field(c.keys[0].column))
+            cli_usage_error("--on: '%s' is not a field name of the --join events", c.keys[0].column);
+        split_path(c.keys[0].column, &right_key, 1);
+        c.jo.right_key_path = &right_key;
         c.jo.common = &common;
         c.jo.into = c.to.frag.into;
         c.jo.prefix = c.to.frag.prefix;
@@ -1281,6 +1288,8 @@ int cmd_enrich(int argc, char **argv)
     }
     tlm_table_destroy(c.table);
     tlm_dblookup_destroy(c.db);
+    free(right_key.seg ? right_key.seg[0] : NULL);
+    free(right_key.seg);
     for (size_t i = 0; i < c.nkeys; i++) {
         if (c.keys[i].expr) {
             tlm_expr_destroy(c.keys[i].expr);

@@ -807,7 +807,7 @@ struct join *join_create(const struct join_opts *o, struct tlm_error *err)
     if (!j->time_path.nseg)
         free(copy);
     j->rpaths[0] = j->time_path;
-    j->rpaths[1] = *o->key_path;
+    j->rpaths[1] = *o->right_key_path;
     j->rscan = j->time_path.nseg ? tlm_jscan_create(j->rpaths, 2) : NULL;
     j->right = tlm_reader_create(&j->o.path, 1);
     if (j->right)

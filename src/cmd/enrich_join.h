@@ -24,8 +24,8 @@ struct join_opts {
     int bounds_set;                  /* which of --within (1), --lower (2), --upper (4) */
     const char *unjoined_path;       /* --unjoined, or NULL */
     long max_per_key;                /* --join-max */
-    const struct tlm_path *key_path; /* the --on field (borrowed) */
-    const char *key_name;
+    const struct tlm_path *key_path; /* the --on field of the left side (borrowed) */
+    const struct tlm_path *right_key_path; /* of the right side (--on left=right) */
     const char *into, *prefix;       /* how the right event is added */
     const struct cli_common *common; /* time field, unit, max out of order */
 };
