@@ -2,7 +2,8 @@
  * table.h - reference tables for `telem enrich`: a CSV, JSON-array or NDJSON file loaded
  * into a hash index from key to a pre-serialized JSON fragment.
  *
- * A table is read whole at load time. Each row gives a key (the text of one or more key
+ * A table is read whole at load time (zstd-compressed files too, by their magic bytes;
+ * "x.csv.zst" is named by its ".csv"). Each row gives a key (the text of one or more key
  * columns) and a fragment: the members that enrich splices into a matching event before
  * its closing brace, already written as JSON text ("make":"Acme","model":"X1"), named
  * with the prefix and nested under the --into name when asked. Looking a row up costs a

@@ -3,7 +3,10 @@
 #   (1) a table replaced (rename) while a million events flow: every event is enriched
 #       from the old or the new table, in that order, and none is lost or doubled;
 #   (2) SIGHUP with a broken table keeps the old one and says why; SIGHUP with a good one
-#       swaps it in for the events that follow.
+#       swaps it in for the events that follow;
+#   (3) killed with SIGKILL and restarted from --state: the output and --unmatched of one
+#       run, each line once;
+#   (4) a zstd-compressed table.
 . "$top_srcdir/tests/cli/lib.sh"
 
 test_expect_success 'setup: two versions of a 100-row table and a million events' '
@@ -86,6 +89,18 @@ test_expect_success '(3) SIGKILL and restart from --state: the output and --unma
     "$TELEM" enrich $E un.sk --state sk -o out.sk ev3 &&
     test_cmp one out.sk &&
     test_cmp un.one un.sk
+'
+
+test_expect_success '(4) a zstd-compressed table is read like a plain one' '
+    printf "id,make,note\nd1,Acme,\"two\nlines\"\r\nd2,B,x\n" > z.csv &&
+    zstd -q -f z.csv -o z.csv.zst &&
+    printf "{\"id\":\"d1\"}\n{\"id\":\"d2\"}\n" > zev &&
+    "$TELEM" enrich --table z.csv.zst --on id zev > zout &&
+    cat > want <<-\EOT &&
+	{"id":"d1","make":"Acme","note":"two\nlines"}
+	{"id":"d2","make":"B","note":"x"}
+	EOT
+    test_cmp want zout
 '
 
 test_done
