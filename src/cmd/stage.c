@@ -263,11 +263,18 @@ int stage_reject_other(struct stage *st, const char *source, long long line, lon
     return rc;
 }
 
-static int put_watermark(struct stage *st, struct tlm_error *err)
+/* The watermark to write downstream: the stage's own, or what ops->hold makes of it. */
+static tlm_time_t held(const struct stage *st)
 {
     tlm_time_t wm = st->wm.wm;
     if (st->ops->hold && wm != TLM_TIME_MIN)
         wm = st->ops->hold(st->ops->ctx, wm);
+    return wm;
+}
+
+static int put_watermark(struct stage *st, struct tlm_error *err)
+{
+    tlm_time_t wm = held(st);
     if (st->c->no_watermarks || wm == TLM_TIME_MIN || wm <= st->wm_emitted)
         return 0;
     struct tlm_buf *b = &st->out->buf;
@@ -286,8 +293,9 @@ static int advanced(struct stage *st, int force_emit, struct tlm_error *err)
     int rc = 0;
     if (st->ops->on_watermark && (rc = st->ops->on_watermark(st->ops->ctx, st, st->wm.wm, err)))
         return rc;
+    tlm_time_t wm = held(st);
     if (force_emit || st->wm_emitted == TLM_TIME_MIN ||
-        st->wm.wm - st->wm_emitted >= st->c->watermark_interval)
+        (wm != TLM_TIME_MIN && wm - st->wm_emitted >= st->c->watermark_interval))
         rc = put_watermark(st, err);
     return rc;
 }
