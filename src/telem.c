@@ -19,6 +19,7 @@
 
 /* Sorted by name. */
 static const struct telem_cmd cmds[] = {
+    { "enrich", cmd_enrich, "join events with reference tables, SQLite queries or another stream" },
     { "gen", cmd_gen, "generate deterministic synthetic telemetry" },
     { "ingest", cmd_ingest, "read telemetry in many formats as NDJSON events" },
     { "inspect", cmd_inspect, "show a state snapshot's header and contents" },

@@ -60,6 +60,7 @@ struct stage {
     struct tlm_buf conv;             /* events converted from the current raw line */
     long long bad_line;              /* line number of a bad record elsewhere, or 0 */
     const char *bad_source;          /* its source (a socket client), or NULL */
+    int bad_other;                   /* the bad line is of another input: no offset */
     int cur_input;                   /* index of the input the last line came from */
     const char *prev_src;            /* input name and line of the last raw line handled */
     long long prev_line;
@@ -205,7 +206,7 @@ static int reject_line(struct stage *st, const char *line, size_t len, struct tl
     int rc = tlm_buf_puts(b, "{\"source\":");
     rc |= tlm_json_put_string(b, src, strlen(src));
     rc |= tlm_buf_printf(b, ",\"line\":%lld", lineno);
-    if (source_offset(st) >= 0)
+    if (!st->bad_other && source_offset(st) >= 0)
         rc |= tlm_buf_printf(b, ",\"offset\":%lld", source_offset(st));
     if (st->lerr.column > 0)
         rc |= tlm_buf_printf(b, ",\"column\":%ld", st->lerr.column);
@@ -245,14 +246,41 @@ int stage_report(struct stage *st, long lines_back, long column, const char *rea
     return rc;
 }
 
+int stage_reject_other(struct stage *st, const char *source, long long line, long column,
+                       const char *reason, const char *raw, size_t len, struct tlm_error *err)
+{
+    int rc;
+    st->lerr.code = TLM_EPARSE;
+    st->lerr.column = column;
+    snprintf(st->lerr.text, sizeof(st->lerr.text), "%s", reason);
+    st->bad_source = source;
+    st->bad_line = line;
+    st->bad_other = 1;
+    rc = reject_line(st, raw, len, err);
+    st->bad_source = NULL;
+    st->bad_line = 0;
+    st->bad_other = 0;
+    return rc;
+}
+
+/* The watermark to write downstream: the stage's own, or what ops->hold makes of it. */
+static tlm_time_t held(const struct stage *st)
+{
+    tlm_time_t wm = st->wm.wm;
+    if (st->ops->hold && wm != TLM_TIME_MIN)
+        wm = st->ops->hold(st->ops->ctx, wm);
+    return wm;
+}
+
 static int put_watermark(struct stage *st, struct tlm_error *err)
 {
-    if (st->c->no_watermarks || st->wm.wm == TLM_TIME_MIN || st->wm.wm == st->wm_emitted)
+    tlm_time_t wm = held(st);
+    if (st->c->no_watermarks || wm == TLM_TIME_MIN || wm <= st->wm_emitted)
         return 0;
     struct tlm_buf *b = &st->out->buf;
-    if (tlm_buf_printf(b, "{\"__watermark\":%lld}", tlm_time_to_unit(st->wm.wm, TLM_UNIT_MS)))
+    if (tlm_buf_printf(b, "{\"__watermark\":%lld}", tlm_time_to_unit(wm, TLM_UNIT_MS)))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-    st->wm_emitted = st->wm.wm;
+    st->wm_emitted = wm;
     st->wm_out++;
     if (tlm_buf_putc(b, '\n'))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -265,8 +293,9 @@ static int advanced(struct stage *st, int force_emit, struct tlm_error *err)
     int rc = 0;
     if (st->ops->on_watermark && (rc = st->ops->on_watermark(st->ops->ctx, st, st->wm.wm, err)))
         return rc;
+    tlm_time_t wm = held(st);
     if (force_emit || st->wm_emitted == TLM_TIME_MIN ||
-        st->wm.wm - st->wm_emitted >= st->c->watermark_interval)
+        (wm != TLM_TIME_MIN && wm - st->wm_emitted >= st->c->watermark_interval))
         rc = put_watermark(st, err);
     return rc;
 }

@@ -110,6 +110,10 @@ struct stage_ops {
     /* Write state records / read one back. May be NULL for stateless stages. */
     int (*save)(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err);
     int (*load)(void *ctx, json_t *rec, struct tlm_error *err);
+    /* The watermark written downstream when the stage's own is wm: a stage that holds
+     * events back and writes them later (a join) returns a lower time, so that what it
+     * writes is never late downstream. May be NULL (wm itself). */
+    tlm_time_t (*hold)(void *ctx, tlm_time_t wm);
     /* Extra counters for --stats and `telem inspect`: add fields to obj. May be NULL. */
     void (*stats)(void *ctx, json_t *obj);
 };
@@ -135,6 +139,11 @@ int stage_reject(struct stage *st, const char *fmt, ...) __attribute__((format(p
  * that is fatal (--strict) with err filled. */
 int stage_report(struct stage *st, long lines_back, long column, const char *reason,
                  struct tlm_error *err);
+/* Rejects a bad line of another input of the stage (the second stream of a join) as
+ * bad lines of the main input are: to --reject (without an offset) or stderr, counted,
+ * fatal with --strict (then returns a negative code with err filled; else 0). */
+int stage_reject_other(struct stage *st, const char *source, long long line, long column,
+                       const char *reason, const char *raw, size_t len, struct tlm_error *err);
 /* The current watermark (TLM_TIME_MIN before any). */
 tlm_time_t stage_watermark(const struct stage *st);
 /* Where the current line came from: input name and line number. */
