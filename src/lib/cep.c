@@ -1,0 +1,1404 @@
+/*
+ * cep.c - the CEP engine: per-key NFA state of a set of patterns, event-time buffering,
+ * timeouts, after-match skip strategies and snapshots.
+ *
+ * Design. It follows Flink CEP's NFA (org.apache.flink.cep.nfa.NFA) step for step, with one
+ * change of representation: instead of the shared buffer with Dewey-numbered versions, a
+ * partial match (a "computation state") points at the newest node of a persistent chain of
+ * (stage, event) nodes shared with the partial matches it branched from; nodes are
+ * reference counted. Extracting a match walks its own chain, so every computation state
+ * yields exactly the events Flink's versioned extraction yields.
+ *
+ * Per event and pattern (NFA.doProcess): every computation state of the key computes its
+ * next states through the decision graph (PROCEED edges are followed as epsilon moves,
+ * TAKE and IGNORE edges whose conditions hold are collected); states reaching the final
+ * state are potential matches; a branch reaching a Stop state discards the states it
+ * produced; the start state is always kept. Matches are emitted at once (no skip) or after
+ * the skip strategy's pruning once no earlier partial match can still complete (Flink's
+ * processMatchesAccordingToSkipStrategy). Timeouts (NFA.advanceTime): a computation state
+ * whose start is `within` or more before the current time expires; in a Pending state (a
+ * trailing notFollowedBy) it is a match, otherwise a timed-out partial match.
+ *
+ * Time (CepOperator in event time): pushed events wait in one heap ordered by (time,
+ * arrival); when the watermark passes them they run in that order, each after the timeouts
+ * due at its time (a heap of per-key deadlines), and after the last event the timeouts due
+ * at the watermark fire. Output is therefore in event-time order across keys.
+ *
+ * Non-iterative stage conditions are evaluated once per event when it is pushed (a bit per
+ * stage); iterative ones (reading other stages or prev) once per partial match and event.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cep_int.h"
+#include "expr.h"
+#include "jwrite.h"
+
+/* ---- types ------------------------------------------------------------------------ */
+
+struct key;
+
+struct tlm_cep_event {
+    tlm_time_t ts;
+    unsigned long long seq;       /* arrival order */
+    long refs;                    /* buffer heap + chain nodes */
+    json_t *json;                 /* parsed on demand */
+    struct key *key;
+    size_t len;
+    long sid;                     /* snapshot id while saving */
+    uint64_t *masks;              /* per pattern: bit i = stage i's condition holds */
+    char *line;
+};
+
+struct node {
+    struct node *parent;
+    struct tlm_cep_event *ev;
+    long refs;
+    int stage;
+};
+
+struct cs {
+    int state;
+    int has_start;
+    struct node *chain;
+    tlm_time_t start_ts;
+    unsigned long long start_seq;
+    tlm_time_t prev_ts;
+};
+
+struct csvec {
+    struct cs *v;
+    size_t n, cap;
+};
+
+struct nfa {
+    struct csvec pm;              /* partial matches, the start state last */
+    struct csvec done;            /* matches waiting for earlier partial matches (skip) */
+};
+
+struct key {
+    char *k;
+    size_t klen;
+    uint64_t hash;
+    tlm_time_t timer;             /* registered deadline, TLM_TIME_MAX = none */
+    struct nfa *nfa;              /* per pattern */
+};
+
+struct timer {
+    tlm_time_t at;
+    struct key *key;
+};
+
+struct tlm_cep {
+    struct tlm_cep_pattern **pat;
+    size_t npat;
+    struct key **tab;             /* open addressing */
+    size_t tcap, nkeys;
+    struct tlm_cep_event **heap;  /* buffered events */
+    size_t nheap, hcap;
+    struct timer *timers;
+    size_t ntim, tcap2;
+    unsigned long long seq;
+    /* paths pushed events carry: the union of the stages' root paths */
+    struct tlm_path *paths;
+    size_t npaths;
+    int whole;                    /* some condition needs the whole event */
+    int paths_done;
+    /* scratch */
+    struct csvec res, np, pm;
+    size_t *cnt;
+    struct tlm_cep_event ***evs;
+    struct tlm_cep_event **evpool;
+    size_t evpool_cap;
+    /* loading */
+    struct tlm_cep_event **loaded;
+    size_t nloaded;
+    /* counters */
+    long long npartial, nnodes, nbuffered, nevents, evbytes, matches, timeouts, cond_errors;
+};
+
+/* ---- small pieces ------------------------------------------------------------------ */
+
+const char *tlm_cep_event_line(const struct tlm_cep_event *e, size_t *len)
+{
+    *len = e->len;
+    return e->line;
+}
+
+tlm_time_t tlm_cep_event_time(const struct tlm_cep_event *e) { return e->ts; }
+
+json_t *tlm_cep_event_json(struct tlm_cep_event *e)
+{
+    if (!e->json)
+        e->json = json_loadb(e->line, e->len, 0, NULL);
+    return e->json;
+}
+
+static void ev_release(struct tlm_cep *c, struct tlm_cep_event *e)
+{
+    if (--e->refs > 0)
+        return;
+    c->nevents--;
+    c->evbytes -= (long long)(sizeof(*e) + e->len + 1 + c->npat * 8);
+    json_decref(e->json);
+    free(e);
+}
+
+static void node_release(struct tlm_cep *c, struct node *n)
+{
+    while (n && --n->refs == 0) {
+        struct node *p = n->parent;
+        ev_release(c, n->ev);
+        free(n);
+        c->nnodes--;
+        n = p;
+    }
+}
+
+static int vpush(struct csvec *v, const struct cs *s)
+{
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? v->cap * 2 : 4;
+        struct cs *n = realloc(v->v, nc * sizeof(*n));
+        if (!n)
+            return TLM_ENOMEM;
+        v->v = n;
+        v->cap = nc;
+    }
+    v->v[v->n++] = *s;
+    return 0;
+}
+
+/* Flink's COMPUTATION_STATE_COMPARATOR: by start event (time, arrival), start state last. */
+static int cs_cmp(const struct cs *a, const struct cs *b)
+{
+    tlm_time_t at = a->has_start ? a->start_ts : TLM_TIME_MAX;
+    tlm_time_t bt = b->has_start ? b->start_ts : TLM_TIME_MAX;
+    unsigned long long as = a->has_start ? a->start_seq : ~0ULL;
+    unsigned long long bs = b->has_start ? b->start_seq : ~0ULL;
+    if (at != bt)
+        return at < bt ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+/* Stable insertion sort (lists are short and nearly sorted). */
+static void vsort(struct csvec *v)
+{
+    for (size_t i = 1; i < v->n; i++) {
+        struct cs t = v->v[i];
+        size_t j = i;
+        while (j > 0 && cs_cmp(&v->v[j - 1], &t) > 0) {
+            v->v[j] = v->v[j - 1];
+            j--;
+        }
+        v->v[j] = t;
+    }
+}
+
+static int ev_cmp(const struct tlm_cep_event *a, const struct tlm_cep_event *b)
+{
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+/* ---- the engine object -------------------------------------------------------------- */
+
+struct tlm_cep *tlm_cep_create(void)
+{
+    return calloc(1, sizeof(struct tlm_cep));
+}
+
+static void key_free(struct tlm_cep *c, struct key *k)
+{
+    if (k->nfa) {
+        for (size_t p = 0; p < c->npat; p++) {
+            for (size_t i = 0; i < k->nfa[p].pm.n; i++)
+                node_release(c, k->nfa[p].pm.v[i].chain);
+            for (size_t i = 0; i < k->nfa[p].done.n; i++)
+                node_release(c, k->nfa[p].done.v[i].chain);
+            free(k->nfa[p].pm.v);
+            free(k->nfa[p].done.v);
+        }
+        free(k->nfa);
+    }
+    free(k->k);
+    free(k);
+}
+
+void tlm_cep_destroy(struct tlm_cep *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->tcap; i++)
+        if (c->tab[i])
+            key_free(c, c->tab[i]);
+    for (size_t i = 0; i < c->nheap; i++)
+        ev_release(c, c->heap[i]);
+    for (size_t i = 0; i < c->nloaded; i++)
+        if (c->loaded[i])
+            ev_release(c, c->loaded[i]);
+    for (size_t i = 0; i < c->npat; i++)
+        tlm_cep_pattern_destroy(c->pat[i]);
+    for (size_t i = 0; i < c->npaths; i++) {
+        for (size_t k = 0; k < c->paths[i].nseg; k++)
+            free(c->paths[i].seg[k]);
+        free(c->paths[i].seg);
+    }
+    free(c->paths);
+    free(c->pat);
+    free(c->tab);
+    free(c->heap);
+    free(c->timers);
+    free(c->res.v);
+    free(c->np.v);
+    free(c->pm.v);
+    free(c->cnt);
+    free(c->evs);
+    free(c->evpool);
+    free(c->loaded);
+    free(c);
+}
+
+int tlm_cep_add(struct tlm_cep *c, struct tlm_cep_pattern *p, struct tlm_error *err)
+{
+    for (size_t i = 0; i < c->npat; i++)
+        if (strcmp(c->pat[i]->id, p->id) == 0) {
+            tlm_error_set(err, TLM_EINVAL, "two patterns have the id '%s'", p->id);
+            tlm_cep_pattern_destroy(p);
+            return TLM_EINVAL;
+        }
+    struct tlm_cep_pattern **n = realloc(c->pat, (c->npat + 1) * sizeof(*n));
+    if (!n || c->nkeys || c->nheap) {
+        if (n)
+            c->pat = n;
+        tlm_cep_pattern_destroy(p);
+        return tlm_error_set(err, n ? TLM_EINVAL : TLM_ENOMEM,
+                             n ? "patterns are added before the first event" : "out of memory");
+    }
+    c->pat = n;
+    c->pat[c->npat++] = p;
+    return 0;
+}
+
+size_t tlm_cep_count(const struct tlm_cep *c) { return c->npat; }
+const struct tlm_cep_pattern *tlm_cep_get(const struct tlm_cep *c, size_t i) { return c->pat[i]; }
+
+static int path_eq(const struct tlm_path *a, const struct tlm_path *b)
+{
+    if (a->nseg != b->nseg)
+        return 0;
+    for (size_t i = 0; i < a->nseg; i++)
+        if (strcmp(a->seg[i], b->seg[i]))
+            return 0;
+    return 1;
+}
+
+/* Index of path q in the engine's list, added if new; -1 on ENOMEM. */
+static long path_add(struct tlm_cep *c, const struct tlm_path *q)
+{
+    for (size_t i = 0; i < c->npaths; i++)
+        if (path_eq(&c->paths[i], q))
+            return (long)i;
+    struct tlm_path *n = realloc(c->paths, (c->npaths + 1) * sizeof(*n));
+    if (!n)
+        return -1;
+    c->paths = n;
+    struct tlm_path *d = &c->paths[c->npaths];
+    d->nseg = q->nseg;
+    d->seg = calloc(q->nseg, sizeof(char *));
+    if (!d->seg)
+        return -1;
+    for (size_t k = 0; k < q->nseg; k++)
+        if (!(d->seg[k] = strdup(q->seg[k])))
+            return -1;
+    return (long)c->npaths++;
+}
+
+size_t tlm_cep_paths(struct tlm_cep *c, const struct tlm_path **paths)
+{
+    if (!c->paths_done) {
+        c->paths_done = 1;
+        for (size_t p = 0; p < c->npat; p++)
+            for (size_t i = 0; i < c->pat[p]->n; i++) {
+                struct cep_stage *s = &c->pat[p]->st[i];
+                if (s->iterative)
+                    continue;
+                if (s->fast.ok) {
+                    long k = path_add(c, &s->fast.p);
+                    s->fast.path = k < 0 ? 0 : (size_t)k;
+                    continue;
+                }
+                if (s->npaths < 0)
+                    c->whole = 1;
+                for (long j = 0; j < s->npaths; j++)
+                    path_add(c, &s->paths[j]);
+            }
+    }
+    *paths = c->paths;
+    return c->npaths;
+}
+
+/* ---- conditions -------------------------------------------------------------------- */
+
+/* The fast form on a scanned value: 1 true, 0 false. */
+static int fast_test(const struct cep_fast *f, const struct tlm_jval *v)
+{
+    int cmp;
+    if (v->type == TLM_JNONE)
+        return f->op == 1;
+    if (f->is_str) {
+        if (v->type != TLM_JSTRING)
+            return f->op == 1;
+        const char *s = v->p + 1;
+        size_t n = v->n - 2;
+        struct tlm_buf b = TLM_BUF_INIT;
+        if (v->escaped) {
+            if (tlm_jval_string(v, &b))
+                return 0;
+            s = b.data;
+            n = b.len;
+        }
+        size_t m = n < f->slen ? n : f->slen;
+        cmp = memcmp(s, f->str, m);
+        if (cmp == 0)
+            cmp = n < f->slen ? -1 : n > f->slen;
+        tlm_buf_free(&b);
+    } else {
+        double d;
+        if (v->type != TLM_JINT && v->type != TLM_JREAL)
+            return f->op == 1;
+        if (tlm_jval_double(v, &d))
+            return 0;
+        cmp = d < f->num ? -1 : d > f->num;
+    }
+    switch (f->op) {
+    case 0: return cmp == 0;
+    case 1: return cmp != 0;
+    case 2: return cmp < 0;
+    case 3: return cmp <= 0;
+    case 4: return cmp > 0;
+    default: return cmp >= 0;
+    }
+}
+
+static int put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v)
+{
+    json_t *o = root;
+    for (size_t i = 0; i + 1 < p->nseg; i++) {
+        json_t *n = json_object_get(o, p->seg[i]);
+        if (!json_is_object(n)) {
+            n = json_object();
+            if (!n || json_object_set_new(o, p->seg[i], n))
+                return -1;
+        }
+        o = n;
+    }
+    json_t *val = tlm_jval_to_json(v);
+    return val ? json_object_set_new(o, p->seg[p->nseg - 1], val) : -1;
+}
+
+/* Evaluates the non-iterative conditions of every pattern into e->masks. vals may be NULL
+ * (the event is parsed). */
+static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struct tlm_jval *vals,
+                         struct tlm_error *err)
+{
+    json_t *obj = NULL;
+    int rc = 0;
+    for (size_t p = 0; p < c->npat && rc == 0; p++) {
+        const struct tlm_cep_pattern *pat = c->pat[p];
+        uint64_t m = 0;
+        for (size_t i = 0; i < pat->n; i++) {
+            const struct cep_stage *s = &pat->st[i];
+            int r;
+            if (s->iterative)
+                continue;
+            if (s->fast.ok && vals) {
+                r = fast_test(&s->fast, &vals[s->fast.path]);
+            } else {
+                if (!obj) {
+                    if (!vals || c->whole) {
+                        obj = json_incref(tlm_cep_event_json(e));
+                        if (!obj) {
+                            rc = tlm_error_set(err, TLM_EPARSE, "not a JSON object");
+                            break;
+                        }
+                    } else {
+                        obj = json_object();
+                        for (size_t k = 0; obj && k < c->npaths; k++)
+                            if (vals[k].type != TLM_JNONE && put_path(obj, &c->paths[k], &vals[k])) {
+                                json_decref(obj);
+                                obj = NULL;
+                            }
+                        if (!obj) {
+                            rc = tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                            break;
+                        }
+                    }
+                }
+                r = tlm_expr_test(s->expr, obj, NULL, err);
+                if (r < 0) {
+                    char t[TLM_ERROR_TEXT];
+                    snprintf(t, sizeof(t), "%.400s", err->text);
+                    rc = tlm_error_set(err, r, "pattern %.40s, stage %.40s: %s", pat->id, s->name, t);
+                    break;
+                }
+            }
+            if (r)
+                m |= 1ULL << i;
+        }
+        e->masks[p] = m;
+    }
+    json_decref(obj);
+    return rc;
+}
+
+/* Per partial match and event: the iterative conditions' values and their bindings. */
+struct ictx {
+    struct tlm_cep *c;
+    const struct tlm_cep_pattern *pat;
+    size_t pidx;
+    const struct cs *cs;
+    struct tlm_cep_event *ev;
+    signed char memo[CEP_MAX_STAGES];
+    int bound;
+    json_t *vals[CEP_MAX_STAGES + 1];
+};
+
+static void ictx_init(struct ictx *x, struct tlm_cep *c, size_t pidx, const struct cs *cs,
+                      struct tlm_cep_event *ev)
+{
+    x->c = c;
+    x->pat = c->pat[pidx];
+    x->pidx = pidx;
+    x->cs = cs;
+    x->ev = ev;
+    x->bound = 0;
+    memset(x->memo, -1, sizeof(x->memo));
+}
+
+static void ictx_done(struct ictx *x)
+{
+    if (!x->bound)
+        return;
+    for (size_t i = 0; i <= x->pat->n; i++)
+        json_decref(x->vals[i]);
+    x->bound = 0;
+}
+
+/* Bindings of a chain: stage objects (the latest event of a singleton stage), arrays for
+ * looping stages (in order), prev = the newest event. */
+static int bind_chain(const struct tlm_cep_pattern *pat, struct node *chain, json_t **vals)
+{
+    for (size_t i = 0; i <= pat->n; i++)
+        vals[i] = NULL;
+    for (struct node *n = chain; n; n = n->parent) {
+        json_t *j = tlm_cep_event_json(n->ev);
+        if (!j)
+            continue;
+        if (n == chain)
+            vals[pat->n] = json_incref(j);
+        if (pat->loops[n->stage]) {
+            if (!vals[n->stage] && !(vals[n->stage] = json_array()))
+                return TLM_ENOMEM;
+            json_array_insert(vals[n->stage], 0, j);
+        } else if (!vals[n->stage]) {
+            vals[n->stage] = json_incref(j);
+        }
+    }
+    return 0;
+}
+
+static int stage_holds(struct ictx *x, int i)
+{
+    const struct cep_stage *s = &x->pat->st[i];
+    if (!s->iterative)
+        return (int)((x->ev->masks[x->pidx] >> i) & 1);
+    if (x->memo[i] >= 0)
+        return x->memo[i];
+    if (!x->bound) {
+        if (bind_chain(x->pat, x->cs->chain, x->vals))
+            return 0;
+        x->bound = 1;
+    }
+    const char *names[CEP_MAX_STAGES + 1];
+    for (size_t k = 0; k < x->pat->n; k++)
+        names[k] = x->pat->st[k].name;
+    names[x->pat->n] = "prev";
+    struct tlm_expr_env env = { x->pat->n + 1, names, x->vals };
+    struct tlm_error e;
+    int r = tlm_expr_test(s->expr, tlm_cep_event_json(x->ev), &env, &e);
+    if (r < 0) {
+        x->c->cond_errors++;
+        r = 0;
+    }
+    x->memo[i] = (signed char)r;
+    return r;
+}
+
+static int cond_eval(struct ictx *x, int ci)
+{
+    const struct cep_cond *k = &x->pat->c[ci];
+    switch (k->kind) {
+    case CC_TRUE: return 1;
+    case CC_STAGE: return stage_holds(x, k->a);
+    case CC_NOT: return !cond_eval(x, k->a);
+    case CC_OR: return cond_eval(x, k->a) || cond_eval(x, k->b);
+    default: return cond_eval(x, k->a) && cond_eval(x, k->b);
+    }
+}
+
+/* ---- emitting ---------------------------------------------------------------------- */
+
+static int emit_chain(struct tlm_cep *c, size_t pidx, struct key *key, struct node *chain,
+                      int timeout, tlm_time_t ts, const struct tlm_cep_sink *sink,
+                      struct tlm_error *err)
+{
+    const struct tlm_cep_pattern *pat = c->pat[pidx];
+    size_t total = 0;
+    if (!c->cnt) {
+        c->cnt = calloc(CEP_MAX_STAGES, sizeof(size_t));
+        c->evs = calloc(CEP_MAX_STAGES, sizeof(*c->evs));
+        if (!c->cnt || !c->evs)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    }
+    memset(c->cnt, 0, pat->n * sizeof(size_t));
+    for (struct node *n = chain; n; n = n->parent) {
+        c->cnt[n->stage]++;
+        total++;
+    }
+    if (total > c->evpool_cap) {
+        struct tlm_cep_event **np = realloc(c->evpool, total * 2 * sizeof(*np));
+        if (!np)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        c->evpool = np;
+        c->evpool_cap = total * 2;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < pat->n; i++) {
+        c->evs[i] = c->evpool + at;
+        at += c->cnt[i];
+    }
+    size_t fill[CEP_MAX_STAGES];
+    memcpy(fill, c->cnt, pat->n * sizeof(size_t));
+    for (struct node *n = chain; n; n = n->parent)
+        c->evs[n->stage][--fill[n->stage]] = n->ev;
+    struct tlm_cep_match m = {
+        .pattern = pat, .key = key->k, .keylen = key->klen, .timeout = timeout,
+        .ts = timeout ? ts : (chain ? chain->ev->ts : ts), .nstages = pat->n,
+        .count = c->cnt, .events = c->evs,
+    };
+    if (timeout)
+        c->timeouts++;
+    else
+        c->matches++;
+    return sink && sink->emit ? sink->emit(sink->arg, &m, err) : 0;
+}
+
+int tlm_cep_match_bindings(const struct tlm_cep_match *m, json_t **values)
+{
+    for (size_t i = 0; i < m->nstages; i++) {
+        values[i] = NULL;
+        if (!m->count[i])
+            continue;
+        if (tlm_cep_pattern_stage_loops(m->pattern, i)) {
+            values[i] = json_array();
+            for (size_t k = 0; values[i] && k < m->count[i]; k++)
+                json_array_append(values[i], tlm_cep_event_json(m->events[i][k]));
+        } else {
+            values[i] = json_incref(tlm_cep_event_json(m->events[i][m->count[i] - 1]));
+        }
+    }
+    values[m->nstages] = json_loadb(m->key, m->keylen, JSON_DECODE_ANY, NULL);
+    return 0;
+}
+
+/* ---- skip strategies ---------------------------------------------------------------- */
+
+/* The pruning event of a match (time, arrival), or 0 when nothing is pruned. */
+static int pruning_id(const struct tlm_cep_pattern *pat, struct node *chain, tlm_time_t *ts,
+                      unsigned long long *seq)
+{
+    struct tlm_cep_event *best = NULL;
+    for (struct node *n = chain; n; n = n->parent) {
+        struct tlm_cep_event *e = n->ev;
+        switch (pat->skip) {
+        case CEP_SKIP_NEXT: /* the match's first event */
+            if (!best || ev_cmp(e, best) < 0)
+                best = e;
+            break;
+        case CEP_SKIP_PAST_LAST:
+            if (!best || ev_cmp(e, best) > 0)
+                best = e;
+            break;
+        case CEP_SKIP_FIRST: /* chains run newest first: the last one seen is the first */
+            if (n->stage == pat->skip_stage)
+                best = e;
+            break;
+        case CEP_SKIP_LAST:
+            if (n->stage == pat->skip_stage && !best)
+                best = e;
+            break;
+        default: return 0;
+        }
+    }
+    if (!best)
+        return 0;
+    *ts = best->ts;
+    *seq = best->seq;
+    return 1;
+}
+
+static void prune(struct tlm_cep *c, const struct tlm_cep_pattern *pat, struct csvec *v,
+                  tlm_time_t ts, unsigned long long seq)
+{
+    int strict = pat->skip == CEP_SKIP_FIRST || pat->skip == CEP_SKIP_LAST;
+    size_t o = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        struct cs *s = &v->v[i];
+        int cmp = 1;
+        if (s->has_start)
+            cmp = s->start_ts != ts ? (s->start_ts < ts ? -1 : 1)
+                                    : (s->start_seq < seq ? -1 : s->start_seq > seq);
+        if (s->has_start && (strict ? cmp < 0 : cmp <= 0)) {
+            node_release(c, s->chain);
+            c->npartial--;
+            continue;
+        }
+        v->v[o++] = *s;
+    }
+    v->n = o;
+}
+
+/* Flink's processMatchesAccordingToSkipStrategy: completed matches wait in nfa->done until
+ * no partial match started earlier; each emitted match prunes both lists. */
+static int process_skip(struct tlm_cep *c, size_t pidx, struct key *key, struct nfa *nfa,
+                        struct csvec *potential, struct csvec *partial,
+                        const struct tlm_cep_sink *sink, struct tlm_error *err)
+{
+    const struct tlm_cep_pattern *pat = c->pat[pidx];
+    for (size_t i = 0; i < potential->n; i++)
+        if (vpush(&nfa->done, &potential->v[i]))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    potential->n = 0;
+    vsort(&nfa->done);
+    while (nfa->done.n) {
+        const struct cs *earliest = partial->n ? &partial->v[0] : NULL;
+        if (earliest && cs_cmp(&nfa->done.v[0], earliest) > 0)
+            break;
+        struct cs m = nfa->done.v[0];
+        memmove(nfa->done.v, nfa->done.v + 1, (nfa->done.n - 1) * sizeof(struct cs));
+        nfa->done.n--;
+        c->npartial--;
+        tlm_time_t ts;
+        unsigned long long seq;
+        if (pruning_id(pat, m.chain, &ts, &seq)) {
+            prune(c, pat, partial, ts, seq);
+            prune(c, pat, &nfa->done, ts, seq);
+        }
+        int rc = emit_chain(c, pidx, key, m.chain, 0, 0, sink, err);
+        node_release(c, m.chain);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- the NFA step ------------------------------------------------------------------- */
+
+struct dedge { int action, target, source; };
+
+static struct nfa *key_nfa(struct tlm_cep *c, struct key *k)
+{
+    if (!k->nfa) {
+        k->nfa = calloc(c->npat, sizeof(struct nfa));
+        if (!k->nfa)
+            return NULL;
+        for (size_t p = 0; p < c->npat; p++) {
+            struct cs s = { c->pat[p]->start, 0, NULL, 0, 0, 0 };
+            if (vpush(&k->nfa[p].pm, &s))
+                return NULL;
+        }
+    }
+    return k->nfa;
+}
+
+static int add_state(struct tlm_cep *c, struct csvec *out, int state, struct node *chain,
+                     int has_start, tlm_time_t start_ts, unsigned long long start_seq,
+                     tlm_time_t prev_ts)
+{
+    struct cs s = { state, has_start, chain, start_ts, start_seq, prev_ts };
+    if (chain)
+        chain->refs++;
+    c->npartial++;
+    return vpush(out, &s);
+}
+
+/* Flink's findFinalStateAfterProceed. */
+static int final_after_proceed(struct ictx *x, int state)
+{
+    int stack[256], n = 0;
+    stack[n++] = state;
+    while (n) {
+        const struct cep_state *s = &x->pat->s[stack[--n]];
+        for (int i = 0; i < s->ne; i++) {
+            const struct cep_edge *e = &s->e[i];
+            if (e->action != CEP_PROCEED || !cond_eval(x, e->cond))
+                continue;
+            if (x->pat->s[e->target].type == CEP_FINAL)
+                return e->target;
+            if (n < 256)
+                stack[n++] = e->target;
+        }
+    }
+    return -1;
+}
+
+/* Flink's computeNextStates: appends the successors of cs on ev to out. */
+static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
+                       struct tlm_cep_event *ev, struct csvec *out)
+{
+    const struct tlm_cep_pattern *pat = c->pat[pidx];
+    struct ictx x;
+    struct dedge edges[256];
+    int ne = 0, stack[256], ns = 0, rc = 0;
+    int is_start = cs->state == pat->start;
+    ictx_init(&x, c, pidx, cs, ev);
+    stack[ns++] = cs->state;
+    while (ns) {
+        int si = stack[--ns];
+        const struct cep_state *s = &pat->s[si];
+        for (int i = 0; i < s->ne; i++) {
+            const struct cep_edge *e = &s->e[i];
+            if (!cond_eval(&x, e->cond))
+                continue;
+            if (e->action == CEP_PROCEED) {
+                if (ns < 256)
+                    stack[ns++] = e->target;
+            } else if (ne < 256) {
+                edges[ne++] = (struct dedge){ e->action, e->target, si };
+            }
+        }
+    }
+    for (int i = 0; i < ne && rc == 0; i++) {
+        if (edges[i].action == CEP_IGNORE) {
+            if (!is_start)
+                rc = add_state(c, out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
+                               cs->start_seq, cs->prev_ts);
+            continue;
+        }
+        struct node *n = malloc(sizeof(*n));
+        if (!n) {
+            rc = TLM_ENOMEM;
+            break;
+        }
+        n->parent = cs->chain;
+        if (n->parent)
+            n->parent->refs++;
+        n->ev = ev;
+        ev->refs++;
+        n->refs = 0;
+        n->stage = pat->s[edges[i].source].stage;
+        c->nnodes++;
+        tlm_time_t st = is_start ? ev->ts : cs->start_ts;
+        unsigned long long sq = is_start ? ev->seq : cs->start_seq;
+        rc = add_state(c, out, edges[i].target, n, 1, st, sq, ev->ts);
+        int f = rc ? -1 : final_after_proceed(&x, edges[i].target);
+        if (f >= 0)
+            rc = add_state(c, out, f, n, 1, st, sq, ev->ts);
+    }
+    if (is_start && rc == 0)
+        rc = add_state(c, out, pat->start, NULL, 0, 0, 0, 0);
+    ictx_done(&x);
+    return rc;
+}
+
+/* NFA.doProcess for one pattern of a key. */
+static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_cep_event *ev,
+                   const struct tlm_cep_sink *sink, struct tlm_error *err)
+{
+    const struct tlm_cep_pattern *pat = c->pat[pidx];
+    struct nfa *nfa = &key->nfa[pidx];
+    struct csvec np = { NULL, 0, 0 }, pm = { NULL, 0, 0 };
+    int rc = 0;
+    c->np.n = 0;
+    c->pm.n = 0;
+    np = c->np;
+    pm = c->pm;
+    for (size_t i = 0; i < nfa->pm.n && rc == 0; i++) {
+        struct cs *cs = &nfa->pm.v[i];
+        c->res.n = 0;
+        rc = next_states(c, pidx, cs, ev, &c->res);
+        int discard = 0;
+        for (size_t k = 0; k < c->res.n; k++)
+            if (pat->s[c->res.v[k].state].type == CEP_STOP)
+                discard = 1;
+        for (size_t k = 0; k < c->res.n && rc == 0; k++) {
+            struct cs *r = &c->res.v[k];
+            int type = pat->s[r->state].type;
+            if (type == CEP_FINAL)
+                rc = vpush(&pm, r);
+            else if (type == CEP_STOP || discard) {
+                node_release(c, r->chain);
+                c->npartial--;
+            } else
+                rc = vpush(&np, r);
+        }
+        node_release(c, cs->chain);
+        if (cs->state != pat->start || cs->has_start)
+            c->npartial--;
+        else
+            c->npartial--; /* the start state is counted too while it is copied */
+    }
+    /* the start state is not a partial match */
+    c->npartial -= 0;
+    c->np = np;
+    c->pm = pm;
+    if (rc)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    vsort(&c->np);
+    /* swap the new partial matches in */
+    struct csvec old = nfa->pm;
+    nfa->pm = c->np;
+    c->np = old;
+    c->np.n = 0;
+    if (pat->skip == CEP_NO_SKIP) {
+        vsort(&c->pm);
+        for (size_t i = 0; i < c->pm.n; i++) {
+            if (rc == 0)
+                rc = emit_chain(c, pidx, key, c->pm.v[i].chain, 0, 0, sink, err);
+            node_release(c, c->pm.v[i].chain);
+            c->npartial--;
+        }
+        c->pm.n = 0;
+        return rc;
+    }
+    return process_skip(c, pidx, key, nfa, &c->pm, &nfa->pm, sink, err);
+}
+
+/* NFA.advanceTime for one key: expires partial matches `within` after their start. */
+static int advance_key(struct tlm_cep *c, struct key *key, tlm_time_t t,
+                       const struct tlm_cep_sink *sink, struct tlm_error *err)
+{
+    int rc = 0;
+    if (!key->nfa)
+        return 0;
+    for (size_t p = 0; p < c->npat && rc == 0; p++) {
+        const struct tlm_cep_pattern *pat = c->pat[p];
+        struct nfa *nfa = &key->nfa[p];
+        if (!pat->within)
+            continue;
+        c->pm.n = 0;
+        size_t o = 0;
+        int changed = 0;
+        for (size_t i = 0; i < nfa->pm.n; i++) {
+            struct cs s = nfa->pm.v[i];
+            if (s.has_start && t - s.start_ts >= pat->within) {
+                changed = 1;
+                tlm_time_t at = s.start_ts > TLM_TIME_MAX - pat->within ? TLM_TIME_MAX
+                                                                         : s.start_ts + pat->within;
+                if (pat->s[s.state].type == CEP_PENDING) {
+                    if (vpush(&c->pm, &s))
+                        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                    continue;
+                }
+                if (rc == 0)
+                    rc = emit_chain(c, p, key, s.chain, 1, at, sink, err);
+                node_release(c, s.chain);
+                c->npartial--;
+                continue;
+            }
+            nfa->pm.v[o++] = s;
+        }
+        nfa->pm.n = o;
+        if (rc == 0 && (changed || nfa->done.n))
+            rc = process_skip(c, p, key, nfa, &c->pm, &nfa->pm, sink, err);
+    }
+    return rc;
+}
+
+/* ---- keys, the event heap and timers ------------------------------------------------ */
+
+static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int create)
+{
+    uint64_t h = hash_bytes(k, n);
+    if (c->tcap) {
+        for (size_t i = h & (c->tcap - 1);; i = (i + 1) & (c->tcap - 1)) {
+            struct key *e = c->tab[i];
+            if (!e)
+                break;
+            if (e->hash == h && e->klen == n && memcmp(e->k, k, n) == 0)
+                return e;
+        }
+    }
+    if (!create)
+        return NULL;
+    if ((c->nkeys + 1) * 2 > c->tcap) {
+        size_t nc = c->tcap ? c->tcap * 2 : 1024;
+        struct key **t = calloc(nc, sizeof(*t));
+        if (!t)
+            return NULL;
+        for (size_t i = 0; i < c->tcap; i++)
+            if (c->tab[i]) {
+                size_t j = c->tab[i]->hash & (nc - 1);
+                while (t[j])
+                    j = (j + 1) & (nc - 1);
+                t[j] = c->tab[i];
+            }
+        free(c->tab);
+        c->tab = t;
+        c->tcap = nc;
+    }
+    struct key *e = calloc(1, sizeof(*e));
+    if (!e || !(e->k = malloc(n + 1))) {
+        free(e);
+        return NULL;
+    }
+    memcpy(e->k, k, n);
+    e->k[n] = 0;
+    e->klen = n;
+    e->hash = h;
+    e->timer = TLM_TIME_MAX;
+    size_t j = h & (c->tcap - 1);
+    while (c->tab[j])
+        j = (j + 1) & (c->tcap - 1);
+    c->tab[j] = e;
+    c->nkeys++;
+    return e;
+}
+
+static int heap_push(struct tlm_cep *c, struct tlm_cep_event *e)
+{
+    if (c->nheap == c->hcap) {
+        size_t nc = c->hcap ? c->hcap * 2 : 1024;
+        struct tlm_cep_event **h = realloc(c->heap, nc * sizeof(*h));
+        if (!h)
+            return TLM_ENOMEM;
+        c->heap = h;
+        c->hcap = nc;
+    }
+    size_t i = c->nheap++;
+    while (i > 0 && ev_cmp(e, c->heap[(i - 1) / 2]) < 0) {
+        c->heap[i] = c->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    c->heap[i] = e;
+    return 0;
+}
+
+static struct tlm_cep_event *heap_pop(struct tlm_cep *c)
+{
+    struct tlm_cep_event *top = c->heap[0], *last = c->heap[--c->nheap];
+    size_t i = 0, n = c->nheap;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && ev_cmp(c->heap[l], last) < 0)
+            m = l;
+        if (l + 1 < n && ev_cmp(c->heap[l + 1], m == i ? last : c->heap[l]) < 0)
+            m = l + 1;
+        if (m == i)
+            break;
+        c->heap[i] = c->heap[m];
+        i = m;
+    }
+    if (n)
+        c->heap[i] = last;
+    return top;
+}
+
+static int tim_less(const struct timer *a, const struct timer *b) { return a->at < b->at; }
+
+static int timer_push(struct tlm_cep *c, tlm_time_t at, struct key *k)
+{
+    if (c->ntim == c->tcap2) {
+        size_t nc = c->tcap2 ? c->tcap2 * 2 : 1024;
+        struct timer *t = realloc(c->timers, nc * sizeof(*t));
+        if (!t)
+            return TLM_ENOMEM;
+        c->timers = t;
+        c->tcap2 = nc;
+    }
+    struct timer x = { at, k };
+    size_t i = c->ntim++;
+    while (i > 0 && tim_less(&x, &c->timers[(i - 1) / 2])) {
+        c->timers[i] = c->timers[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    c->timers[i] = x;
+    return 0;
+}
+
+static struct timer timer_pop(struct tlm_cep *c)
+{
+    struct timer top = c->timers[0], last = c->timers[--c->ntim];
+    size_t i = 0, n = c->ntim;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && tim_less(&c->timers[l], &last))
+            m = l;
+        if (l + 1 < n && tim_less(&c->timers[l + 1], m == i ? &last : &c->timers[l]))
+            m = l + 1;
+        if (m == i)
+            break;
+        c->timers[i] = c->timers[m];
+        i = m;
+    }
+    if (n)
+        c->timers[i] = last;
+    return top;
+}
+
+/* Registers the key's earliest deadline (start + within of its oldest partial match). */
+static int reschedule(struct tlm_cep *c, struct key *k)
+{
+    tlm_time_t d = TLM_TIME_MAX;
+    if (!k->nfa)
+        return 0;
+    for (size_t p = 0; p < c->npat; p++) {
+        int64_t w = c->pat[p]->within;
+        if (!w)
+            continue;
+        const struct csvec *v = &k->nfa[p].pm;
+        for (size_t i = 0; i < v->n; i++)
+            if (v->v[i].has_start) {
+                tlm_time_t at = v->v[i].start_ts > TLM_TIME_MAX - w ? TLM_TIME_MAX - 1
+                                                                     : v->v[i].start_ts + w;
+                if (at < d)
+                    d = at;
+            }
+    }
+    if (d == k->timer)
+        return 0;
+    k->timer = d;
+    return d == TLM_TIME_MAX ? 0 : timer_push(c, d, k);
+}
+
+/* ---- the public stepping functions ---------------------------------------------------- */
+
+static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t ts,
+                                    const char *line, size_t len)
+{
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    size_t sz = sizeof(struct tlm_cep_event) + c->npat * 8 + len + 1;
+    struct tlm_cep_event *e = malloc(sz);
+    if (!e)
+        return NULL;
+    e->ts = ts;
+    e->seq = c->seq++;
+    e->refs = 0;
+    e->json = NULL;
+    e->key = k;
+    e->len = len;
+    e->sid = -1;
+    e->masks = (uint64_t *)(e + 1);
+    e->line = (char *)(e->masks + c->npat);
+    memcpy(e->line, line, len);
+    e->line[len] = 0;
+    c->nevents++;
+    c->evbytes += (long long)sz;
+    return e;
+}
+
+int tlm_cep_push(struct tlm_cep *c, const char *key, size_t keylen, tlm_time_t ts,
+                 const char *line, size_t len, const struct tlm_jval *vals,
+                 struct tlm_error *err)
+{
+    const struct tlm_path *paths;
+    if (!c->paths_done)
+        tlm_cep_paths(c, &paths);
+    struct key *k = key_get(c, key, keylen, 1);
+    struct tlm_cep_event *e = k ? ev_new(c, k, ts, line, len) : NULL;
+    if (!e)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    int rc = compute_masks(c, e, c->npaths ? vals : NULL, err);
+    if (rc) {
+        e->refs = 1;
+        ev_release(c, e);
+        c->seq--;
+        return rc;
+    }
+    if (c->npat && !(c->whole || c->npaths)) {
+        /* no condition reads a field: the event is not needed as JSON */
+    }
+    json_decref(e->json);
+    e->json = NULL;
+    e->refs = 1;
+    c->nbuffered++;
+    return heap_push(c, e) ? tlm_error_set(err, TLM_ENOMEM, "out of memory") : 0;
+}
+
+int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink *sink,
+                    struct tlm_error *err)
+{
+    int rc = 0;
+    for (;;) {
+        struct tlm_cep_event *e = c->nheap && c->heap[0]->ts <= wm ? c->heap[0] : NULL;
+        tlm_time_t limit = e ? e->ts : wm;
+        if (c->ntim && c->timers[0].at <= limit) {
+            struct timer t = timer_pop(c);
+            if (t.key->timer != t.at)
+                continue; /* stale */
+            t.key->timer = TLM_TIME_MAX;
+            if ((rc = advance_key(c, t.key, t.at, sink, err)) != 0)
+                return rc;
+            if (reschedule(c, t.key))
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            continue;
+        }
+        if (!e)
+            break;
+        heap_pop(c);
+        c->nbuffered--;
+        struct key *k = e->key;
+        if (!key_nfa(c, k))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        for (size_t p = 0; p < c->npat && rc == 0; p++)
+            rc = process(c, p, k, e, sink, err);
+        json_decref(e->json);
+        e->json = NULL;
+        ev_release(c, e);
+        if (rc)
+            return rc;
+        if (reschedule(c, k))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------- */
+
+static int save_ev(struct tlm_cep *c, struct tlm_cep_event *e, long *next, int buffered,
+                   int (*put)(void *, const json_t *), void *arg)
+{
+    if (e->sid >= 0 && !buffered)
+        return 0;
+    e->sid = (*next)++;
+    json_t *r = json_pack("{sssIsIsIss#s#sb}", "t", "ev", "id", (json_int_t)e->sid,
+                          "ts", (json_int_t)e->ts, "seq", (json_int_t)e->seq, "key", e->key->k,
+                          e->key->klen, "line", e->line, e->len, "buf", buffered);
+    (void)c;
+    if (!r)
+        return TLM_ENOMEM;
+    int rc = put(arg, r);
+    json_decref(r);
+    return rc;
+}
+
+static int save_cs(struct tlm_cep *c, struct key *k, size_t p, const struct cs *s, int done,
+                   long *next, int (*put)(void *, const json_t *), void *arg)
+{
+    json_t *chain = json_array();
+    int rc = 0;
+    for (struct node *n = s->chain; n && rc == 0; n = n->parent) {
+        rc = save_ev(c, n->ev, next, 0, put, arg);
+        json_array_insert_new(chain, 0, json_pack("[iI]", n->stage, (json_int_t)n->ev->sid));
+    }
+    json_t *r = rc ? NULL
+                   : json_pack("{sss#sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
+                               c->pat[p]->id, "done", done, "state", s->state, "has_start",
+                               s->has_start, "start_ts", (json_int_t)s->start_ts, "start_seq",
+                               (json_int_t)s->start_seq, "prev_ts", (json_int_t)s->prev_ts,
+                               "chain", chain);
+    if (!r) {
+        json_decref(chain);
+        return rc ? rc : TLM_ENOMEM;
+    }
+    rc = put(arg, r);
+    json_decref(r);
+    return rc;
+}
+
+int tlm_cep_save(struct tlm_cep *c, int (*put)(void *arg, const json_t *rec), void *arg,
+                 struct tlm_error *err)
+{
+    long next = 0;
+    int rc = 0;
+    json_t *meta = json_pack("{sssI}", "t", "cep", "seq", (json_int_t)c->seq);
+    rc = meta ? put(arg, meta) : TLM_ENOMEM;
+    json_decref(meta);
+    /* buffered events in (time, arrival) order */
+    for (size_t i = 0; i < c->nheap && rc == 0; i++)
+        c->heap[i]->sid = -1;
+    for (size_t i = 0; i < c->tcap && rc == 0; i++) {
+        struct key *k = c->tab[i];
+        if (!k || !k->nfa)
+            continue;
+        for (size_t p = 0; p < c->npat && rc == 0; p++) {
+            for (size_t j = 0; j < k->nfa[p].pm.n && rc == 0; j++)
+                if (k->nfa[p].pm.v[j].has_start)
+                    rc = save_cs(c, k, p, &k->nfa[p].pm.v[j], 0, &next, put, arg);
+            for (size_t j = 0; j < k->nfa[p].done.n && rc == 0; j++)
+                rc = save_cs(c, k, p, &k->nfa[p].done.v[j], 1, &next, put, arg);
+        }
+    }
+    for (size_t i = 0; i < c->nheap && rc == 0; i++)
+        rc = save_ev(c, c->heap[i], &next, 1, put, arg);
+    /* ids are per snapshot */
+    for (size_t i = 0; i < c->tcap; i++) {
+        struct key *k = c->tab[i];
+        if (!k || !k->nfa)
+            continue;
+        for (size_t p = 0; p < c->npat; p++) {
+            for (size_t j = 0; j < k->nfa[p].pm.n; j++)
+                for (struct node *n = k->nfa[p].pm.v[j].chain; n; n = n->parent)
+                    n->ev->sid = -1;
+            for (size_t j = 0; j < k->nfa[p].done.n; j++)
+                for (struct node *n = k->nfa[p].done.v[j].chain; n; n = n->parent)
+                    n->ev->sid = -1;
+        }
+    }
+    if (rc)
+        return tlm_error_set(err, rc, "cannot write the CEP state");
+    return 0;
+}
+
+static int bad_state(struct tlm_error *err, const char *what)
+{
+    return tlm_error_set(err, TLM_ESTATE, "snapshot: bad CEP record (%s)", what);
+}
+
+int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
+{
+    const char *t = json_string_value(json_object_get(rec, "t"));
+    const struct tlm_path *paths;
+    if (!c->paths_done)
+        tlm_cep_paths(c, &paths);
+    if (!t)
+        return bad_state(err, "no type");
+    if (!strcmp(t, "cep")) {
+        c->seq = (unsigned long long)json_integer_value(json_object_get(rec, "seq"));
+        return 0;
+    }
+    if (!strcmp(t, "ev")) {
+        json_int_t id = json_integer_value(json_object_get(rec, "id"));
+        json_t *k = json_object_get(rec, "key"), *l = json_object_get(rec, "line");
+        if (!json_is_string(k) || !json_is_string(l) || id < 0 || id > 100000000)
+            return bad_state(err, "event");
+        struct key *key = key_get(c, json_string_value(k), json_string_length(k), 1);
+        unsigned long long save_seq = c->seq;
+        struct tlm_cep_event *e = key ? ev_new(c, key, json_integer_value(json_object_get(rec, "ts")),
+                                               json_string_value(l), json_string_length(l))
+                                      : NULL;
+        c->seq = save_seq;
+        if (!e)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        e->seq = (unsigned long long)json_integer_value(json_object_get(rec, "seq"));
+        if (compute_masks(c, e, NULL, err)) {
+            e->refs = 1;
+            ev_release(c, e);
+            return bad_state(err, "event condition");
+        }
+        json_decref(e->json);
+        e->json = NULL;
+        if ((size_t)id >= c->nloaded) {
+            size_t nn = (size_t)id + 1024;
+            struct tlm_cep_event **n = realloc(c->loaded, nn * sizeof(*n));
+            if (!n)
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            memset(n + c->nloaded, 0, (nn - c->nloaded) * sizeof(*n));
+            c->loaded = n;
+            c->nloaded = nn;
+        }
+        e->refs = 1; /* held by the load table */
+        c->loaded[id] = e;
+        if (json_is_true(json_object_get(rec, "buf"))) {
+            e->refs++;
+            c->nbuffered++;
+            if (heap_push(c, e))
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        }
+        return 0;
+    }
+    if (!strcmp(t, "cs")) {
+        json_t *k = json_object_get(rec, "key"), *chain = json_object_get(rec, "chain"), *it;
+        const char *pid = json_string_value(json_object_get(rec, "p"));
+        size_t p, i;
+        for (p = 0; pid && p < c->npat && strcmp(c->pat[p]->id, pid); p++)
+            ;
+        if (!json_is_string(k) || !json_is_array(chain) || !pid || p == c->npat)
+            return bad_state(err, "partial match");
+        struct key *key = key_get(c, json_string_value(k), json_string_length(k), 1);
+        if (!key || !key_nfa(c, key))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        const struct tlm_cep_pattern *pat = c->pat[p];
+        struct cs s;
+        s.state = (int)json_integer_value(json_object_get(rec, "state"));
+        s.has_start = (int)json_integer_value(json_object_get(rec, "has_start"));
+        s.start_ts = json_integer_value(json_object_get(rec, "start_ts"));
+        s.start_seq = (unsigned long long)json_integer_value(json_object_get(rec, "start_seq"));
+        s.prev_ts = json_integer_value(json_object_get(rec, "prev_ts"));
+        s.chain = NULL;
+        if (s.state < 0 || s.state >= pat->ns)
+            return bad_state(err, "state");
+        json_array_foreach(chain, i, it) {
+            json_int_t st = json_integer_value(json_array_get(it, 0));
+            json_int_t id = json_integer_value(json_array_get(it, 1));
+            if (st < 0 || (size_t)st >= pat->n || id < 0 || (size_t)id >= c->nloaded ||
+                !c->loaded[id]) {
+                node_release(c, s.chain);
+                return bad_state(err, "chain");
+            }
+            struct node *n = malloc(sizeof(*n));
+            if (!n) {
+                node_release(c, s.chain);
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            }
+            n->parent = s.chain;
+            n->ev = c->loaded[id];
+            n->ev->refs++;
+            n->refs = 1;
+            n->stage = (int)st;
+            c->nnodes++;
+            s.chain = n;
+        }
+        c->npartial++;
+        struct csvec *v = json_is_true(json_object_get(rec, "done")) ||
+                                  json_integer_value(json_object_get(rec, "done"))
+                              ? &key->nfa[p].done
+                              : &key->nfa[p].pm;
+        if (vpush(v, &s))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        vsort(v);
+        return reschedule(c, key) ? tlm_error_set(err, TLM_ENOMEM, "out of memory") : 0;
+    }
+    return bad_state(err, t);
+}
+
+void tlm_cep_stats(const struct tlm_cep *c, struct tlm_cep_stats *s)
+{
+    long long keys = 0, partial = 0;
+    for (size_t i = 0; i < c->tcap; i++) {
+        struct key *k = c->tab[i];
+        if (!k)
+            continue;
+        keys++;
+        if (k->nfa)
+            for (size_t p = 0; p < c->npat; p++) {
+                for (size_t j = 0; j < k->nfa[p].pm.n; j++)
+                    partial += k->nfa[p].pm.v[j].has_start;
+                partial += (long long)k->nfa[p].done.n;
+            }
+    }
+    s->keys = keys;
+    s->buffered = c->nbuffered;
+    s->partial = partial;
+    s->events_held = c->nevents;
+    s->bytes = c->evbytes + c->nnodes * (long long)sizeof(struct node) +
+               (partial + keys * (long long)c->npat) * (long long)sizeof(struct cs) +
+               keys * (long long)(sizeof(struct key) + 2 * sizeof(void *));
+    s->matches = c->matches;
+    s->timeouts = c->timeouts;
+    s->cond_errors = c->cond_errors;
+}
