@@ -824,6 +824,35 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
     return rc;
 }
 
+/* Two branches that reach the final state with the same events in the same stages are one
+ * match (Flink's shared buffer yields it once; e.g. a greedy loop's ignore state and the
+ * stage after it both waiting for the last stage). Keeps the first. */
+static int same_chain(const struct node *a, const struct node *b)
+{
+    for (; a && b; a = a->parent, b = b->parent)
+        if (a == b)
+            return 1;
+        else if (a->ev != b->ev || a->stage != b->stage)
+            return 0;
+    return a == b;
+}
+
+static void dedup(struct tlm_cep *c, struct csvec *v)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        size_t k;
+        for (k = 0; k < o && !same_chain(v->v[k].chain, v->v[i].chain); k++)
+            ;
+        if (k < o) {
+            node_release(c, v->v[i].chain);
+            continue;
+        }
+        v->v[o++] = v->v[i];
+    }
+    v->n = o;
+}
+
 /* NFA.doProcess for one pattern of a key. */
 static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_cep_event *ev,
                    const struct tlm_cep_sink *sink, struct tlm_error *err)
@@ -873,6 +902,7 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
     nfa->pm = c->np;
     c->np = old;
     c->np.n = 0;
+    dedup(c, &c->pm);
     if (pat->skip == CEP_NO_SKIP) {
         vsort(&c->pm);
         for (size_t i = 0; i < c->pm.n; i++) {

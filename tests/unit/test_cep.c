@@ -214,10 +214,128 @@ static void test_nfa(void **state)
     assert_int_equal(bad, 0);
 }
 
+
+/* GreedyITCase */
+static const struct row greedy_rows[] = {
+    { "GreedyZeroOrMore", "start: " N("c") " -> middle: " N("a") "* greedy -> end: " N("d"),
+      "c@1 a@2 a@3 a@4 d@5", "1 2 3 4 5", NULL },
+    { "GreedyZeroOrMoreConsecutiveEndWithOptional",
+      "start: " N("c") " -> middle: " N("a") "* consecutive greedy -> end: " N("d") "?",
+      "c@1 a@2 a@3 a@4 d@5", "1 2 3 4 5", NULL },
+    { "GreedyZeroOrMoreInBetween", "start: " N("c") " -> middle: " N("a") "* greedy -> end: " N("d"),
+      "c@1 dummy@2 a@3 dummy@4 a@5 dummy@6 a@7 d@8", "1 3 5 7 8", NULL },
+    { "GreedyZeroOrMoreWithDummyEventsAfterQuantifier",
+      "start: " N("c") " -> middle: " N("a") "* greedy -> end: " N("d"),
+      "c@1 a@2 a@3 dummy@4 d@5", "1 2 3 5", NULL },
+    { "GreedyZeroOrMoreWithDummyEventsBeforeQuantifier",
+      "start: " N("c") " -> middle: " N("a") "* greedy -> end: " N("d"), "c@1 dummy@2 d@5", "1 3", NULL },
+    { "GreedyZeroOrMoreBeforeOptional",
+      "start: " N("c") " -> middle1: " N("a") "* greedy -> middle2: " N("d") "? -> end: " N("e"),
+      "c@1 a@2 a@3 dummy@4 e@5", "1 2 3 5", NULL },
+    { "GreedyZeroOrMoreBeforeOptional2",
+      "start: " N("c") " -> middle1: " N("a") "* greedy -> middle2: " N("d") "? -> end: " N("e"),
+      "c@1 a@2 a@3 d@4 e@5", "1 2 3 5|1 2 3 4 5", NULL },
+};
+
+static void test_greedy(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(greedy_rows) / sizeof(greedy_rows[0]); i++)
+        bad += run_row(&greedy_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
+/* NotPatternITCase (events fed in arrival order there: times follow arrival here) */
+static const struct row not_rows[] = {
+    { "NotNext", "start: " N("a") " => !notPattern: " N("b") " ->> middle: " N("c") " -> end: " N("d"),
+      "a@1 c@2 b@3 c@4 d@5", "1 2 5|1 4 5", NULL },
+    { "NotNextNoMatches", "start: " N("a") " => !notPattern: " N("b") " -> middle: " N("c") " -> end: " N("d"),
+      "a@1 b@2 c@3 c@4 d@5", "", NULL },
+    { "NotNextNoMatchesAtTheEnd",
+      "start: " N("a") " ->> middle: " N("c") " ->> end: " N("d") " => !notPattern: " N("b"),
+      "a@1 c@2 c@3 d@4 b@5", "", NULL },
+    { "NotFollowedBy", "start: " N("a") " -> !notPattern: " N("b") " ->> middle: " N("c") " -> end: " N("d"),
+      "a@1 c@2 b@3 c@4 d@5", "1 2 5", NULL },
+    { "NotFollowedByBeforeOptional",
+      "start: " N("a") " -> !notPattern: " N("b") " ->> middle: " N("c") "? -> end: " N("d"),
+      "a@1 c@2 b@3 c@4 d@5", "1 2 5", NULL },
+    { "TimesWithNotFollowedBy",
+      "start: " N("a") " ->> middle: " N("b") "{2} -> !notPattern: " N("c") " -> end: " N("d"),
+      "a@1 b@2 c@3 b@4 d@5", "", NULL },
+    { "IgnoreStateOfTimesWithNotFollowedBy",
+      "start: " N("a") " -> !notPattern: " N("b") " ->> middle: " N("c") "{2}? -> end: " N("d"),
+      "a@1 d@2 e@3 b@4 c@5 c@6 d@7", "1 2", NULL },
+    { "TimesWithNotFollowedByAfter",
+      "start: " N("a") " ->> middle: " N("b") "{2} -> !notPattern: " N("c") " -> end: " N("d"),
+      "a@1 d@2 e@3 b@4 b@5 c@6 d@7", "", NULL },
+    { "NotFollowedByBeforeOptionalAtTheEnd",
+      "start: " N("a") " -> !notPattern: " N("b") " ->> end: " N("c") "?",
+      "a@1 c@2 b@3 c@4", "1 2|1", NULL },
+    { "NotFollowedByBeforeOptionalTimes",
+      "start: " N("a") " -> !notPattern: " N("b") " ->> middle: " N("c") "{2}? -> end: " N("d"),
+      "a@1 c@2 b@3 c@4 d@5", "1 2 4 5", NULL },
+    /* Flink 1.16+: notFollowedBy at the end with within, emitted when within expires */
+    { "NotFollowedByWithinAtEnd",
+      "start: " N("a") " -> !notPattern: " N("b") " within 10ms",
+      "a@1 b@15 a@20 b@22 x@40", "1", NULL },
+};
+
+static void test_not(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(not_rows) / sizeof(not_rows[0]); i++)
+        bad += run_row(&not_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
+/* AfterMatchSkipITCase (all events at one time there: arrival order decides) */
+static const struct row skip_rows[] = {
+    { "NoSkip", "start: " N("a") "{3} no skip", "a@0 a@0 a@0 a@0 a@0 a@0", "1 2 3|2 3 4|3 4 5|4 5 6", NULL },
+    { "NoSkipWithFollowedByAny", "start: " N("a") " ->> end: " N("b") " no skip", "a@0 b@0 a@0 b@0",
+      "1 2|1 4|3 4", NULL },
+    { "SkipToNextWithFollowedByAny", "start: " N("a") " ->> end: " N("b") " skip to next",
+      "a@0 b@0 a@0 b@0", "1 2|3 4", NULL },
+    { "NoSkipWithQuantifierAtTheEnd", "start: " N("a") " => end: " N("b") "+ no skip",
+      "a@0 b@0 b@0 b@0", "1 2 3 4|1 2 3|1 2", NULL },
+    { "SkipToNextWithQuantifierAtTheEnd", "start: " N("a") " => end: " N("b") "+ skip to next",
+      "a@0 b@0 b@0 b@0", "1 2", NULL },
+    { "SkipPastLast", "start: " N("a") "{3} skip past last event", "a@0 a@0 a@0 a@0 a@0 a@0",
+      "1 2 3|4 5 6", NULL },
+    { "SkipToFirst",
+      "start: contains(name, \"a\"){2} => end: contains(name, \"b\"){2} skip to first end",
+      "ab@0 ab@0 ab@0 ab@0 ab@0 ab@0", "1 2 3 4|3 4 5 6", NULL },
+    { "SkipToLast",
+      "start: contains(name, \"a\"){2} => end: contains(name, \"b\"){2} skip to last end",
+      "ab@0 ab@0 ab@0 ab@0 ab@0 ab@0 ab@0", "1 2 3 4|4 5 6 7", NULL },
+    { "SkipPastLast2",
+      "a: contains(name, \"a\") ->> b: contains(name, \"b\") ->> c: contains(name, \"c\") -> d: "
+      "contains(name, \"d\") skip past last event",
+      "a1@0 a2@0 b1@0 b2@0 c1@0 c2@0 d1@0 d2@0", "1 3 5 7", NULL },
+    { "SkipPastLast3", "a: contains(name, \"a\") => b: contains(name, \"b\") skip past last event",
+      "a1@0 c@0 a2@0 b2@0", "3 4", NULL },
+    { "SkipToFirstWithOptionalMatch",
+      "x: contains(name, \"x\")* => b: contains(name, \"b\") => c: contains(name, \"c\") skip to first b",
+      "ab1@0 c1@0 ab2@0 c2@0", "1 2|3 4", NULL },
+};
+
+static void test_skip(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(skip_rows) / sizeof(skip_rows[0]); i++)
+        bad += run_row(&skip_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nfa),
+        cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_not),
+        cmocka_unit_test(test_skip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
