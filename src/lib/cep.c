@@ -502,7 +502,9 @@ static void ictx_done(struct ictx *x)
 static int bind_chain(const struct tlm_cep_pattern *pat, struct node *chain, json_t **vals)
 {
     for (size_t i = 0; i <= pat->n; i++)
-        vals[i] = NULL;
+        if (!(vals[i] = i < pat->n && pat->loops[i] ? json_array() : NULL) && i < pat->n &&
+            pat->loops[i])
+            return TLM_ENOMEM;
     for (struct node *n = chain; n; n = n->parent) {
         json_t *j = tlm_cep_event_json(n->ev);
         if (!j)
@@ -510,8 +512,6 @@ static int bind_chain(const struct tlm_cep_pattern *pat, struct node *chain, jso
         if (n == chain)
             vals[pat->n] = json_incref(j);
         if (pat->loops[n->stage]) {
-            if (!vals[n->stage] && !(vals[n->stage] = json_array()))
-                return TLM_ENOMEM;
             json_array_insert(vals[n->stage], 0, j);
         } else if (!vals[n->stage]) {
             vals[n->stage] = json_incref(j);

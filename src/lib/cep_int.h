@@ -37,7 +37,9 @@ struct cep_fast {
 
 struct cep_stage {
     char *name;
+    long col;                /* 1-based column of the name in the one-line form, or 0 */
     char *src;               /* the condition as written */
+    long srccol;             /* its 1-based column in the one-line form, or 0 */
     struct tlm_expr *expr;   /* compiled (looping stage names rewritten) */
     int iterative;           /* reads other stages or prev: evaluated per partial match */
     int contig;              /* towards the previous stage (CEP_*); stage 0: CEP_STRICT */

@@ -587,30 +587,30 @@ static int finish(struct tlm_cep_pattern *p, struct tlm_error *err)
         int neg = s->contig == CEP_NOT_NEXT || s->contig == CEP_NOT_FOLLOW;
         for (int r = 0; reserved[r]; r++)
             if (strcmp(s->name, reserved[r]) == 0)
-                return perr(err, 1, "'%s' is reserved and cannot name a stage", s->name);
+                return perr(err, s->col, "'%s' is reserved and cannot name a stage", s->name);
         for (size_t j = 0; j < i; j++)
             if (strcmp(p->st[j].name, s->name) == 0)
-                return perr(err, 1, "two stages are named '%s'", s->name);
+                return perr(err, s->col, "two stages are named '%s'", s->name);
         if (i == 0 && neg)
-            return perr(err, 1, "a pattern cannot start with a negated stage ('%s')", s->name);
+            return perr(err, s->col, "a pattern cannot start with a negated stage ('%s')", s->name);
         if (neg && (s->min != 1 || s->max != 1 || s->optional || s->greedy))
-            return perr(err, 1, "a negated stage ('%s') cannot have a quantifier", s->name);
+            return perr(err, s->col, "a negated stage ('%s') cannot have a quantifier", s->name);
         if (neg && i > 0 && p->st[i - 1].optional)
-            return perr(err, 1, "a negated stage ('%s') cannot follow an optional stage", s->name);
+            return perr(err, s->col, "a negated stage ('%s') cannot follow an optional stage", s->name);
         if (s->contig == CEP_NOT_FOLLOW && i + 1 == p->n && !p->within)
-            return perr(err, 1, "a pattern can end with a '->' negated stage ('%s') only with within",
+            return perr(err, s->col, "a pattern can end with a '->' negated stage ('%s') only with within",
                         s->name);
         if (s->greedy && s->max == 1)
-            return perr(err, 1, "greedy applies to a quantified stage ('%s')", s->name);
+            return perr(err, s->col, "greedy applies to a quantified stage ('%s')", s->name);
         if (s->inner != CEP_RELAXED && s->max == 1)
-            return perr(err, 1, "consecutive and combinations apply to a quantified stage ('%s')",
+            return perr(err, s->col, "consecutive and combinations apply to a quantified stage ('%s')",
                         s->name);
         if (s->min == 0) { /* Flink: times(0, m) is times(1, m).optional() */
             s->min = 1;
             s->optional = 1;
         }
         if (s->max >= 0 && s->max < s->min)
-            return perr(err, 1, "stage '%s': at most is less than at least", s->name);
+            return perr(err, s->col, "stage '%s': at most is less than at least", s->name);
         p->loops[i] = s->max != 1;
         if (i == 0)
             s->contig = CEP_STRICT;
@@ -630,6 +630,8 @@ static int finish(struct tlm_cep_pattern *p, struct tlm_error *err)
                 char buf[TLM_ERROR_TEXT];
                 snprintf(buf, sizeof(buf), "%.400s", err->text);
                 snprintf(err->text, sizeof(err->text), "stage '%.60s': %.400s", s->name, buf);
+                if (s->srccol && err->column)
+                    err->column += s->srccol - 1;
             }
             return TLM_EPARSE;
         }
@@ -814,6 +816,8 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
     if (cs >= end)
         return perr(err, (long)(off + cs + 1), "expected a condition after ':'%s", NULL);
     s.name = dupn(t + ns, ne - ns);
+    s.col = (long)(off + ns + 1);
+    s.srccol = (long)(off + cs + 1);
     s.src = dupn(t + cs, end - cs);
     if (!s.name || !s.src || add_stage(p, &s)) {
         free(s.name);

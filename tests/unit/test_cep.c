@@ -329,6 +329,154 @@ static void test_skip(void **state)
     assert_int_equal(bad, 0);
 }
 
+
+/* IterativeConditionsITCase: conditions over the events a partial match already holds
+ * (ctx.getEventsForPattern becomes the stage name; foo events are its SubEvents) */
+#define FOO "starts_with(name, \"foo\")"
+#define IEV "start@1:1 foo1@2:1 foo2@3:2 start@4:2 foo3@5:3 foo4@5:1 next-one@6:1 end@8:1"
+static const struct row iter_rows[] = {
+    { "IterativeWithBranchingPatternEager",
+      "start: " N("start") " -> middle: " FOO " && sum(middle.price) + price < 5+ -> end: " N("end"),
+      IEV, "1 2 3 6 8|1 2 3 8|1 2 8|4 5 6 8|4 5 8", NULL },
+    { "IterativeWithBranchingPatternCombinations",
+      "start: " N("start") " -> middle: " FOO " && sum(middle.price) + price < 5+ combinations -> end: "
+      N("end"),
+      IEV, "1 2 3 6 8|1 2 3 8|1 2 5 8|4 5 6 8|1 2 6 8|1 2 8|4 5 8", NULL },
+    { "IterativeWithLoopingStartingEager",
+      "start: " N("start") " && sum(start.price) + price < 5* -> end: " N("end"),
+      "start@1:1 start@2:2 start@3:3 end@4", "1 2 4|1 4|2 4|3 4|4", NULL },
+    { "IterativeWithLoopingStartingCombination",
+      "start: " N("start") " && sum(start.price) + price < 5* combinations -> end: " N("end"),
+      "start@1:1 start@2:2 start@3:3 end@4", "1 2 4|1 3 4|1 4|2 4|3 4|4", NULL },
+    { "IterativeWithPrevPatternDependency",
+      "start: " N("start") "+ -> end: " N("end") " && sum(start.price) >= 2",
+      "start@1:1 start@2:2 end@4", "1 2 3|2 3", NULL },
+    { "IterativeWithABACPattern",
+      "start: " N("start") " ->> middle1: " FOO " -> middle2: " N("start")
+      " && sum(middle2.price) + price <= 5+ -> end: " N("end"),
+      "start@1:1 foo1@2:1 start@2:2 start@2:3 foo2@2:2 start@2:4 foo3@2:3 foo4@2:1 end@4:1",
+      "1 2 3 4 9|1 2 3 9|1 5 6 9|3 5 6 9|4 5 6 9", NULL },
+    { "IterativeWithPrevPatternDependencyAfterBranching",
+      "start: " N("start") "+ ->> middle1: " FOO " ->> end: " N("end") " && sum(start.price) >= 2",
+      "start@1:1 start@2:2 foo1@4:1 start@5:3 foo2@6:2 end@7:1",
+      "1 2 3 6|2 3 6|1 2 5 6|1 2 4 5 6|2 4 5 6|2 5 6|4 5 6", NULL },
+    /* ours: prev is the newest event of the partial match; first/last/count */
+    { "PrevRising", "a: " N("a") " -> up: price > prev.price+ consecutive",
+      "a@1:1 x@2:2 x@3:3 x@4:1", "1 2|1 2 3", NULL },
+    { "FirstLastCount",
+      "a: " N("a") " -> b: " N("b") "{2,3} -> c: " N("c") " && count(b) == 3 && first(b).price == 1 && "
+      "last(b).price == 3",
+      "a@1 b@2:1 b@3:2 b@4:3 c@5", "1 2 3 4 5", NULL },
+};
+
+static void test_iterative(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(iter_rows) / sizeof(iter_rows[0]); i++)
+        bad += run_row(&iter_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
+
+/* TimesRangeITCase (ConsecutiveData: c, a, a, a, b) */
+#define CONS "c@1 f@2 a@3 f@4 a@5 a@6 b@7"
+static const struct row times_rows[] = {
+    { "TimesRange", "start: " N("c") " => middle: " N("a") "{1,3} combinations -> end1: " N("b"),
+      "c@1 a@2 a@3 a@4 b@6", "1 2 3 4 5|1 2 3 5|1 2 4 5|1 2 5", NULL },
+    { "TimesRangeFromZero", "start: " N("c") " => middle: " N("a") "{0,2} combinations -> end1: " N("b"),
+      "c@1 a@2 a@3 a@4 b@6", "1 2 3 5|1 2 4 5|1 2 5|1 5", NULL },
+    { "TimesRangeNonStrict", "start: " N("c") " ->> middle: " N("a") "{1,3} combinations -> end1: " N("b"),
+      CONS, "1 3 5 6 7|1 3 5 7|1 3 6 7|1 5 6 7|1 3 7|1 5 7|1 6 7", NULL },
+    { "TimesRangeStrict", "start: " N("c") " ->> middle: " N("a") "{0,3} consecutive -> end1: " N("b"),
+      CONS, "1 5 6 7|1 3 7|1 5 7|1 6 7|1 7", NULL },
+    { "TimesRangeStrictOptional", "start: " N("c") " ->> middle: " N("a") "{1,3}? consecutive -> end1: " N("b"),
+      CONS, "1 5 6 7|1 3 7|1 5 7|1 6 7|1 7", NULL },
+    { "TimesRangeStrictOptional1", "start: " N("c") " => middle: " N("a") "{1,3}? consecutive -> end1: " N("b"),
+      "c@1 a@3 a@5 a@6 b@7", "1 2 3 4 5|1 2 3 5|1 2 5|1 5", NULL },
+    { "TimesRangeNonStrictOptional1", "start: " N("c") " -> middle: " N("a") "{1,3}? -> end1: " N("b"),
+      "c@1 f@2 b@7", "1 3", NULL },
+    { "TimesRangeNonStrictOptional2",
+      "start: " N("c") " ->> middle: " N("a") "{2,3}? combinations -> end1: " N("b"),
+      CONS, "1 3 5 6 7|1 3 5 7|1 3 6 7|1 5 6 7|1 7", NULL },
+};
+
+static void test_times(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(times_rows) / sizeof(times_rows[0]); i++)
+        bad += run_row(&times_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
+/* The language: errors name a column */
+static void test_errors(void **state)
+{
+    static const struct { const char *src; long col; const char *text; } bad[] = {
+        { "a: x == 1 -> b x == 2", 16, "expected ':' after the stage name" },
+        { "a: x == 1 -> b: x ==", 21, "stage 'b'" },
+        { "!a: x == 1 -> b: x", 2, "cannot start with a negated stage" },
+        { "a: x -> !b: y", 10, "only with within" },
+        { "a: x -> b: y{2,1}", 9, "less than" },
+        { "a: x -> a: y", 9, "two stages are named 'a'" },
+        { "a: x -> b: y within 3 parsecs", 20, "within: expected a duration" },
+        { "a: x -> b: y skip to first c", 14, "no stage named 'c'" },
+        { "a: x -> b: y skip to first a", 1, "loop forever" },
+        { "a: x+ greedy", 1, NULL },
+        { "a: x greedy -> b: y", 1, "greedy applies to a quantified stage" },
+        { "a: x -> b: y? -> !c: z -> d: w", 20, "cannot follow an optional stage" },
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tlm_error err;
+        memset(&err, 0, sizeof(err));
+        struct tlm_cep_pattern *p = tlm_cep_pattern_parse(bad[i].src, &err);
+        if (!bad[i].text) {
+            assert_non_null(p);
+            tlm_cep_pattern_destroy(p);
+            continue;
+        }
+        if (p || !strstr(err.text, bad[i].text) || err.column != bad[i].col)
+            fprintf(stderr, "# %s: column %ld: %s\n", bad[i].src, err.column, err.text);
+        assert_null(p);
+        assert_non_null(strstr(err.text, bad[i].text));
+        assert_int_equal(err.column, bad[i].col);
+    }
+}
+
+/* A document and the one-line form give the same NFA; to_json round-trips */
+static void test_documents(void **state)
+{
+    struct tlm_error err;
+    (void)state;
+    json_t *doc = json_loads("{\"id\":\"cart\",\"stages\":["
+                             "{\"name\":\"start\",\"where\":\"metric == \\\"app_start\\\"\"},"
+                             "{\"name\":\"items\",\"where\":\"metric == \\\"add\\\"\",\"min\":1,\"max\":null},"
+                             "{\"name\":\"checkout\",\"where\":\"metric == \\\"checkout\\\"\","
+                             "\"contiguity\":\"notFollowedBy\"}],\"within\":\"24h\"}", 0, NULL);
+    struct tlm_cep_pattern *a = tlm_cep_pattern_from_json(doc, &err);
+    assert_non_null(a);
+    struct tlm_cep_pattern *b = tlm_cep_pattern_parse(
+        "start: metric == \"app_start\" -> items: metric == \"add\"+ -> !checkout: metric == "
+        "\"checkout\" within 24h", &err);
+    assert_non_null(b);
+    tlm_cep_pattern_set_id(b, "cart");
+    json_t *ja = tlm_cep_pattern_to_json(a), *jb = tlm_cep_pattern_to_json(b);
+    assert_true(json_equal(ja, jb));
+    struct tlm_cep_pattern *c = tlm_cep_pattern_from_json(ja, &err);
+    assert_non_null(c);
+    json_t *jc = tlm_cep_pattern_to_json(c);
+    assert_true(json_equal(ja, jc));
+    json_decref(ja);
+    json_decref(jb);
+    json_decref(jc);
+    json_decref(doc);
+    tlm_cep_pattern_destroy(a);
+    tlm_cep_pattern_destroy(b);
+    tlm_cep_pattern_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +484,10 @@ int main(void)
         cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_not),
         cmocka_unit_test(test_skip),
+        cmocka_unit_test(test_iterative),
+        cmocka_unit_test(test_times),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
