@@ -420,7 +420,7 @@ static void test_errors(void **state)
         { "a: x -> !b: y", 10, "only with within" },
         { "a: x -> b: y{2,1}", 9, "less than" },
         { "a: x -> a: y", 9, "two stages are named 'a'" },
-        { "a: x -> b: y within 3 parsecs", 20, "within: expected a duration" },
+        { "a: x -> b: y within 3 parsecs", 21, "within: expected a duration" },
         { "a: x -> b: y skip to first c", 14, "no stage named 'c'" },
         { "a: x -> b: y skip to first a", 1, "loop forever" },
         { "a: x+ greedy", 1, NULL },
