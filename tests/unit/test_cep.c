@@ -425,7 +425,7 @@ static void test_errors(void **state)
         { "a: x -> b: y skip to first a", 1, "loop forever" },
         { "a: x+ greedy", 1, NULL },
         { "a: x greedy -> b: y", 1, "greedy applies to a quantified stage" },
-        { "a: x -> b: y? -> !c: z -> d: w", 20, "cannot follow an optional stage" },
+        { "a: x -> b: y? -> !c: z -> d: w", 19, "cannot follow an optional stage" },
     };
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
