@@ -610,7 +610,7 @@ int tlm_cep_match_bindings(const struct tlm_cep_match *m, json_t **values)
 {
     for (size_t i = 0; i < m->nstages; i++) {
         values[i] = NULL;
-        if (!m->count[i])
+        if (!m->count[i] && !tlm_cep_pattern_stage_loops(m->pattern, i))
             continue;
         if (tlm_cep_pattern_stage_loops(m->pattern, i)) {
             values[i] = json_array();
@@ -1215,7 +1215,7 @@ static int save_ev(struct tlm_cep *c, struct tlm_cep_event *e, long *next, int b
     if (e->sid >= 0 && !buffered)
         return 0;
     e->sid = (*next)++;
-    json_t *r = json_pack("{sssIsIsIss#s#sb}", "t", "ev", "id", (json_int_t)e->sid,
+    json_t *r = json_pack("{sssIsIsIss%ss%sb}", "t", "ev", "id", (json_int_t)e->sid,
                           "ts", (json_int_t)e->ts, "seq", (json_int_t)e->seq, "key", e->key->k,
                           e->key->klen, "line", e->line, e->len, "buf", buffered);
     (void)c;
@@ -1236,7 +1236,7 @@ static int save_cs(struct tlm_cep *c, struct key *k, size_t p, const struct cs *
         json_array_insert_new(chain, 0, json_pack("[iI]", n->stage, (json_int_t)n->ev->sid));
     }
     json_t *r = rc ? NULL
-                   : json_pack("{sss#sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
+                   : json_pack("{sss%sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
                                c->pat[p]->id, "done", done, "state", s->state, "has_start",
                                s->has_start, "start_ts", (json_int_t)s->start_ts, "start_seq",
                                (json_int_t)s->start_seq, "prev_ts", (json_int_t)s->prev_ts,
