@@ -189,7 +189,8 @@ static void build_paths(struct cctx *c)
         c->paths[0] = c->keypath;
         k = 1;
     }
-    memcpy(c->paths + k, ep, n * sizeof(*ep));
+    if (n)
+        memcpy(c->paths + k, ep, n * sizeof(*ep));
     c->npaths = k + n;
 }
 

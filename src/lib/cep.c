@@ -1236,7 +1236,7 @@ static int save_cs(struct tlm_cep *c, struct key *k, size_t p, const struct cs *
         json_array_insert_new(chain, 0, json_pack("[iI]", n->stage, (json_int_t)n->ev->sid));
     }
     json_t *r = rc ? NULL
-                   : json_pack("{sss%sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
+                   : json_pack("{ssss%sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
                                c->pat[p]->id, "done", done, "state", s->state, "has_start",
                                s->has_start, "start_ts", (json_int_t)s->start_ts, "start_seq",
                                (json_int_t)s->start_seq, "prev_ts", (json_int_t)s->prev_ts,
