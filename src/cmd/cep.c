@@ -80,6 +80,7 @@ struct cctx {
     struct stage *st;                /* during a callback */
     struct tlm_buf tmp;
     long long late_events, emit_empty, emit_errors;
+    struct tlm_cep_hint hints[STAGE_BATCH];
     json_t *docs;                    /* canonical pattern documents (shape) */
 };
 
@@ -356,6 +357,18 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     return rc;
 }
 
+/* Read-ahead: the key's slot, the key, then its state. */
+static void prefetch(void *ctx, const struct stage_event *ev, size_t slot, int pass)
+{
+    struct cctx *c = ctx;
+    const struct tlm_jval *k = &ev->vals[0];
+    if (pass == 0 && (k->type == TLM_JNONE || k->escaped)) {
+        c->hints[slot].slot = NULL;
+        return;
+    }
+    tlm_cep_prefetch(c->cep, k->p, k->n, pass, &c->hints[slot]);
+}
+
 static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err)
 {
     struct cctx *c = ctx;
@@ -456,6 +469,10 @@ int cmd_cep(int argc, char **argv)
     ops.paths = c.paths;
     ops.npaths = c.npaths;
     ops.on_event = on_event;
+    if (c.key_field) {
+        ops.prefetch = prefetch;
+        ops.prefetch_passes = TLM_CEP_PREFETCH_PASSES;
+    }
     ops.on_watermark = on_watermark;
     ops.on_end = on_end;
     ops.on_flush = on_flush;

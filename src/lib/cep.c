@@ -70,19 +70,33 @@ struct cs {
 struct csvec {
     struct cs *v;
     size_t n, cap;
+    int heap;                     /* v was malloc'd (else it is an inline array) */
 };
 
+#define CEP_INLINE 2
 struct nfa {
     struct csvec pm;              /* partial matches, the start state last */
     struct csvec done;            /* matches waiting for earlier partial matches (skip) */
+    struct cs inl[CEP_INLINE];    /* pm's first entries, in the key's own block */
 };
 
 struct key {
-    char *k;
-    size_t klen;
     uint64_t hash;
     tlm_time_t timer;             /* registered deadline, TLM_TIME_MAX = none */
-    struct nfa *nfa;              /* per pattern */
+    struct nfa *nfa;              /* per pattern, NULL until the first event runs */
+    size_t klen;
+    char k[];                     /* the key's JSON text, NUL-terminated */
+};
+
+struct slot {
+    uint64_t hash;                /* of the key, so that probes rarely touch the key */
+    struct key *k;
+};
+
+struct hent {
+    tlm_time_t ts;
+    unsigned long long seq;
+    struct tlm_cep_event *e;
 };
 
 struct timer {
@@ -93,10 +107,14 @@ struct timer {
 struct tlm_cep {
     struct tlm_cep_pattern **pat;
     size_t npat;
-    struct key **tab;             /* open addressing */
+    struct slot *tab;             /* open addressing, linear probing */
     size_t tcap, nkeys;
-    struct tlm_cep_event **heap;  /* buffered events */
+    /* buffered events: those arriving in order in a ring (a FIFO), the others in a heap;
+     * the next event is the smaller of the two heads */
+    struct hent *heap;
     size_t nheap, hcap;
+    struct hent *ring;
+    size_t rhead, rcount, rcap;
     struct timer *timers;
     size_t ntim, tcap2;
     unsigned long long seq;
@@ -105,12 +123,16 @@ struct tlm_cep {
     size_t npaths;
     int whole;                    /* some condition needs the whole event */
     int paths_done;
+    int any_within;               /* some pattern has a within */
     /* scratch */
     struct csvec res, np, pm;
     size_t *cnt;
     struct tlm_cep_event ***evs;
     struct tlm_cep_event **evpool;
     size_t evpool_cap;
+    /* free lists: nodes, and events by size class (64-byte steps up to 2 KiB) */
+    struct node *free_nodes;
+    struct tlm_cep_event *free_ev[32];
     /* loading */
     struct tlm_cep_event **loaded;
     size_t nloaded;
@@ -135,14 +157,38 @@ json_t *tlm_cep_event_json(struct tlm_cep_event *e)
     return e->json;
 }
 
+/* Size class of an event allocation of sz bytes, or -1 for a big one (malloc'd). */
+static int ev_class(size_t sz)
+{
+    size_t k = (sz + 63) / 64;
+    return k < 32 ? (int)k : -1;
+}
+
 static void ev_release(struct tlm_cep *c, struct tlm_cep_event *e)
 {
     if (--e->refs > 0)
         return;
+    size_t sz = sizeof(*e) + e->len + 1 + c->npat * 8;
+    int k = ev_class(sz);
     c->nevents--;
-    c->evbytes -= (long long)(sizeof(*e) + e->len + 1 + c->npat * 8);
+    c->evbytes -= (long long)sz;
     json_decref(e->json);
-    free(e);
+    if (k < 0) {
+        free(e);
+        return;
+    }
+    e->key = (struct key *)c->free_ev[k]; /* the free list runs through key */
+    c->free_ev[k] = e;
+}
+
+static struct node *node_alloc(struct tlm_cep *c)
+{
+    struct node *n = c->free_nodes;
+    if (n) {
+        c->free_nodes = n->parent;
+        return n;
+    }
+    return malloc(sizeof(*n));
 }
 
 static void node_release(struct tlm_cep *c, struct node *n)
@@ -150,24 +196,43 @@ static void node_release(struct tlm_cep *c, struct node *n)
     while (n && --n->refs == 0) {
         struct node *p = n->parent;
         ev_release(c, n->ev);
-        free(n);
+        n->parent = c->free_nodes;
+        c->free_nodes = n;
         c->nnodes--;
         n = p;
     }
 }
 
+static int vreserve(struct csvec *v, size_t want)
+{
+    if (want <= v->cap)
+        return 0;
+    size_t nc = v->cap ? v->cap * 2 : 4;
+    while (nc < want)
+        nc *= 2;
+    struct cs *n = v->heap ? realloc(v->v, nc * sizeof(*n)) : malloc(nc * sizeof(*n));
+    if (!n)
+        return TLM_ENOMEM;
+    if (!v->heap && v->n)
+        memcpy(n, v->v, v->n * sizeof(*n));
+    v->v = n;
+    v->cap = nc;
+    v->heap = 1;
+    return 0;
+}
+
 static int vpush(struct csvec *v, const struct cs *s)
 {
-    if (v->n == v->cap) {
-        size_t nc = v->cap ? v->cap * 2 : 4;
-        struct cs *n = realloc(v->v, nc * sizeof(*n));
-        if (!n)
-            return TLM_ENOMEM;
-        v->v = n;
-        v->cap = nc;
-    }
+    if (v->n == v->cap && vreserve(v, v->n + 1))
+        return TLM_ENOMEM;
     v->v[v->n++] = *s;
     return 0;
+}
+
+static void vfree(struct csvec *v)
+{
+    if (v->heap)
+        free(v->v);
 }
 
 /* Flink's COMPUTATION_STATE_COMPARATOR: by start event (time, arrival), start state last. */
@@ -210,7 +275,10 @@ static uint64_t hash_bytes(const char *p, size_t n)
         h ^= (unsigned char)p[i];
         h *= 1099511628211ULL;
     }
-    return h ^ (h >> 29);
+    h ^= h >> 33; /* finalizer (murmur3's fmix64): spread the low bits the table uses */
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
 }
 
 /* ---- the engine object -------------------------------------------------------------- */
@@ -228,12 +296,10 @@ static void key_free(struct tlm_cep *c, struct key *k)
                 node_release(c, k->nfa[p].pm.v[i].chain);
             for (size_t i = 0; i < k->nfa[p].done.n; i++)
                 node_release(c, k->nfa[p].done.v[i].chain);
-            free(k->nfa[p].pm.v);
-            free(k->nfa[p].done.v);
+            vfree(&k->nfa[p].pm);
+            vfree(&k->nfa[p].done);
         }
-        free(k->nfa);
     }
-    free(k->k);
     free(k);
 }
 
@@ -242,10 +308,13 @@ void tlm_cep_destroy(struct tlm_cep *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->tcap; i++)
-        if (c->tab[i])
-            key_free(c, c->tab[i]);
+        if (c->tab[i].k)
+            key_free(c, c->tab[i].k);
     for (size_t i = 0; i < c->nheap; i++)
-        ev_release(c, c->heap[i]);
+        ev_release(c, c->heap[i].e);
+    for (size_t i = 0; i < c->rcount; i++)
+        ev_release(c, c->ring[(c->rhead + i) & (c->rcap - 1)].e);
+    free(c->ring);
     for (size_t i = 0; i < c->nloaded; i++)
         if (c->loaded[i])
             ev_release(c, c->loaded[i]);
@@ -256,14 +325,23 @@ void tlm_cep_destroy(struct tlm_cep *c)
             free(c->paths[i].seg[k]);
         free(c->paths[i].seg);
     }
+    for (struct node *n = c->free_nodes, *nx; n; n = nx) {
+        nx = n->parent;
+        free(n);
+    }
+    for (int k = 0; k < 32; k++)
+        for (struct tlm_cep_event *e = c->free_ev[k], *nx; e; e = nx) {
+            nx = (struct tlm_cep_event *)e->key;
+            free(e);
+        }
     free(c->paths);
     free(c->pat);
     free(c->tab);
     free(c->heap);
     free(c->timers);
-    free(c->res.v);
-    free(c->np.v);
-    free(c->pm.v);
+    vfree(&c->res);
+    vfree(&c->np);
+    vfree(&c->pm);
     free(c->cnt);
     free(c->evs);
     free(c->evpool);
@@ -280,7 +358,7 @@ int tlm_cep_add(struct tlm_cep *c, struct tlm_cep_pattern *p, struct tlm_error *
             return TLM_EINVAL;
         }
     struct tlm_cep_pattern **n = realloc(c->pat, (c->npat + 1) * sizeof(*n));
-    if (!n || c->nkeys || c->nheap) {
+    if (!n || c->nkeys || c->nheap || c->rcount) {
         if (n)
             c->pat = n;
         tlm_cep_pattern_destroy(p);
@@ -289,6 +367,8 @@ int tlm_cep_add(struct tlm_cep *c, struct tlm_cep_pattern *p, struct tlm_error *
     }
     c->pat = n;
     c->pat[c->npat++] = p;
+    if (p->within)
+        c->any_within = 1;
     return 0;
 }
 
@@ -722,13 +802,15 @@ struct dedge { int action, target, source; };
 static struct nfa *key_nfa(struct tlm_cep *c, struct key *k)
 {
     if (!k->nfa) {
-        k->nfa = calloc(c->npat, sizeof(struct nfa));
-        if (!k->nfa)
-            return NULL;
+        /* the per-pattern state lives in the key's block, after its text */
+        k->nfa = (struct nfa *)(k->k + ((k->klen + 1 + 15) & ~(size_t)15));
         for (size_t p = 0; p < c->npat; p++) {
-            struct cs s = { c->pat[p]->start, 0, NULL, 0, 0, 0 };
-            if (vpush(&k->nfa[p].pm, &s))
-                return NULL;
+            struct nfa *f = &k->nfa[p];
+            memset(f, 0, sizeof(*f));
+            f->pm.v = f->inl;
+            f->pm.cap = CEP_INLINE;
+            f->pm.v[0] = (struct cs){ c->pat[p]->start, 0, NULL, 0, 0, 0 };
+            f->pm.n = 1;
         }
     }
     return k->nfa;
@@ -798,7 +880,7 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
                                cs->start_seq, cs->prev_ts);
             continue;
         }
-        struct node *n = malloc(sizeof(*n));
+        struct node *n = node_alloc(c);
         if (!n) {
             rc = TLM_ENOMEM;
             break;
@@ -859,7 +941,7 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
 {
     const struct tlm_cep_pattern *pat = c->pat[pidx];
     struct nfa *nfa = &key->nfa[pidx];
-    struct csvec np = { NULL, 0, 0 }, pm = { NULL, 0, 0 };
+    struct csvec np, pm;
     int rc = 0;
     c->np.n = 0;
     c->pm.n = 0;
@@ -897,10 +979,12 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
     if (rc)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     vsort(&c->np);
-    /* swap the new partial matches in */
-    struct csvec old = nfa->pm;
-    nfa->pm = c->np;
-    c->np = old;
+    /* copy the new partial matches in */
+    if (vreserve(&nfa->pm, c->np.n))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    if (c->np.n)
+        memcpy(nfa->pm.v, c->np.v, c->np.n * sizeof(struct cs));
+    nfa->pm.n = c->np.n;
     c->np.n = 0;
     dedup(c, &c->pm);
     if (pat->skip == CEP_NO_SKIP) {
@@ -965,24 +1049,24 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
     uint64_t h = hash_bytes(k, n);
     if (c->tcap) {
         for (size_t i = h & (c->tcap - 1);; i = (i + 1) & (c->tcap - 1)) {
-            struct key *e = c->tab[i];
-            if (!e)
+            struct slot *e = &c->tab[i];
+            if (!e->k)
                 break;
-            if (e->hash == h && e->klen == n && memcmp(e->k, k, n) == 0)
-                return e;
+            if (e->hash == h && e->k->klen == n && memcmp(e->k->k, k, n) == 0)
+                return e->k;
         }
     }
     if (!create)
         return NULL;
     if ((c->nkeys + 1) * 2 > c->tcap) {
         size_t nc = c->tcap ? c->tcap * 2 : 1024;
-        struct key **t = calloc(nc, sizeof(*t));
+        struct slot *t = calloc(nc, sizeof(*t));
         if (!t)
             return NULL;
         for (size_t i = 0; i < c->tcap; i++)
-            if (c->tab[i]) {
-                size_t j = c->tab[i]->hash & (nc - 1);
-                while (t[j])
+            if (c->tab[i].k) {
+                size_t j = c->tab[i].hash & (nc - 1);
+                while (t[j].k)
                     j = (j + 1) & (nc - 1);
                 t[j] = c->tab[i];
             }
@@ -990,52 +1074,60 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
         c->tab = t;
         c->tcap = nc;
     }
-    struct key *e = calloc(1, sizeof(*e));
-    if (!e || !(e->k = malloc(n + 1))) {
-        free(e);
+    /* the key, its text, then (16-aligned) the state of each pattern */
+    struct key *e = malloc(sizeof(*e) + ((n + 1 + 15) & ~(size_t)15) + c->npat * sizeof(struct nfa));
+    if (!e)
         return NULL;
-    }
     memcpy(e->k, k, n);
     e->k[n] = 0;
     e->klen = n;
     e->hash = h;
     e->timer = TLM_TIME_MAX;
+    e->nfa = NULL;
     size_t j = h & (c->tcap - 1);
-    while (c->tab[j])
+    while (c->tab[j].k)
         j = (j + 1) & (c->tcap - 1);
-    c->tab[j] = e;
+    c->tab[j].hash = h;
+    c->tab[j].k = e;
     c->nkeys++;
     return e;
 }
 
-static int heap_push(struct tlm_cep *c, struct tlm_cep_event *e)
+static int hent_cmp(const struct hent *a, const struct hent *b)
+{
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static int heap_push(struct tlm_cep *c, struct hent x)
 {
     if (c->nheap == c->hcap) {
         size_t nc = c->hcap ? c->hcap * 2 : 1024;
-        struct tlm_cep_event **h = realloc(c->heap, nc * sizeof(*h));
+        struct hent *h = realloc(c->heap, nc * sizeof(*h));
         if (!h)
             return TLM_ENOMEM;
         c->heap = h;
         c->hcap = nc;
     }
     size_t i = c->nheap++;
-    while (i > 0 && ev_cmp(e, c->heap[(i - 1) / 2]) < 0) {
+    while (i > 0 && hent_cmp(&x, &c->heap[(i - 1) / 2]) < 0) {
         c->heap[i] = c->heap[(i - 1) / 2];
         i = (i - 1) / 2;
     }
-    c->heap[i] = e;
+    c->heap[i] = x;
     return 0;
 }
 
-static struct tlm_cep_event *heap_pop(struct tlm_cep *c)
+static void heap_pop(struct tlm_cep *c)
 {
-    struct tlm_cep_event *top = c->heap[0], *last = c->heap[--c->nheap];
+    struct hent last = c->heap[--c->nheap];
     size_t i = 0, n = c->nheap;
     for (;;) {
         size_t l = 2 * i + 1, m = i;
-        if (l < n && ev_cmp(c->heap[l], last) < 0)
+        if (l < n && hent_cmp(&c->heap[l], &last) < 0)
             m = l;
-        if (l + 1 < n && ev_cmp(c->heap[l + 1], m == i ? last : c->heap[l]) < 0)
+        if (l + 1 < n && hent_cmp(&c->heap[l + 1], m == i ? &last : &c->heap[l]) < 0)
             m = l + 1;
         if (m == i)
             break;
@@ -1044,7 +1136,55 @@ static struct tlm_cep_event *heap_pop(struct tlm_cep *c)
     }
     if (n)
         c->heap[i] = last;
-    return top;
+}
+
+/* Buffers an event: appended to the ring when it is not older than the ring's newest. */
+static int buf_push(struct tlm_cep *c, struct tlm_cep_event *e)
+{
+    struct hent x = { e->ts, e->seq, e };
+    if (c->rcount && hent_cmp(&x, &c->ring[(c->rhead + c->rcount - 1) & (c->rcap - 1)]) < 0)
+        return heap_push(c, x);
+    if (c->rcount == c->rcap) {
+        size_t nc = c->rcap ? c->rcap * 2 : 1024;
+        struct hent *r = malloc(nc * sizeof(*r));
+        if (!r)
+            return TLM_ENOMEM;
+        for (size_t i = 0; i < c->rcount; i++)
+            r[i] = c->ring[(c->rhead + i) & (c->rcap - 1)];
+        free(c->ring);
+        c->ring = r;
+        c->rhead = 0;
+        c->rcap = nc;
+    }
+    c->ring[(c->rhead + c->rcount++) & (c->rcap - 1)] = x;
+    return 0;
+}
+
+/* The next buffered event in (time, arrival) order, or NULL; *from_ring says where. */
+static const struct hent *buf_peek(const struct tlm_cep *c, int *from_ring)
+{
+    const struct hent *r = c->rcount ? &c->ring[c->rhead] : NULL;
+    const struct hent *h = c->nheap ? &c->heap[0] : NULL;
+    *from_ring = r && (!h || hent_cmp(r, h) < 0);
+    return *from_ring ? r : h;
+}
+
+static void buf_pop(struct tlm_cep *c, int from_ring)
+{
+    if (from_ring) {
+        c->rhead = (c->rhead + 1) & (c->rcap - 1);
+        c->rcount--;
+    } else {
+        heap_pop(c);
+    }
+}
+
+/* The i-th buffered event in no particular order (i < nheap + rcount). */
+static struct tlm_cep_event *buf_at(const struct tlm_cep *c, size_t i)
+{
+    if (i < c->rcount)
+        return c->ring[(c->rhead + i) & (c->rcap - 1)].e;
+    return c->heap[i - c->rcount].e;
 }
 
 static int tim_less(const struct timer *a, const struct timer *b) { return a->at < b->at; }
@@ -1089,11 +1229,14 @@ static struct timer timer_pop(struct tlm_cep *c)
     return top;
 }
 
-/* Registers the key's earliest deadline (start + within of its oldest partial match). */
+/* Registers the key's earliest deadline (start + within of its oldest partial match).
+ * A registered timer that is earlier than needed is kept (it fires, finds nothing due and
+ * registers the next one), so a key pushes a timer only when its deadline moves earlier:
+ * the timer heap holds about one entry per key. */
 static int reschedule(struct tlm_cep *c, struct key *k)
 {
     tlm_time_t d = TLM_TIME_MAX;
-    if (!k->nfa)
+    if (!k->nfa || !c->any_within)
         return 0;
     for (size_t p = 0; p < c->npat; p++) {
         int64_t w = c->pat[p]->within;
@@ -1108,10 +1251,35 @@ static int reschedule(struct tlm_cep *c, struct key *k)
                     d = at;
             }
     }
-    if (d == k->timer)
+    if (d >= k->timer)
         return 0;
     k->timer = d;
-    return d == TLM_TIME_MAX ? 0 : timer_push(c, d, k);
+    return timer_push(c, d, k);
+}
+
+/* ---- read-ahead ---------------------------------------------------------------------- */
+
+void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pass,
+                      struct tlm_cep_hint *hint)
+{
+    if (pass == 0) {
+        hint->h = hash_bytes(key, keylen);
+        hint->slot = c->tcap ? &c->tab[hint->h & (c->tcap - 1)] : NULL;
+        if (hint->slot)
+            __builtin_prefetch(hint->slot);
+        return;
+    }
+    const struct slot *sl = hint->slot;
+    if (!sl || !c->tcap || sl < c->tab || sl >= c->tab + c->tcap)
+        return;
+    if (pass == 1) {
+        if (sl->k && sl->hash == hint->h)
+            __builtin_prefetch(sl->k);
+    } else if (sl->k && sl->hash == hint->h && sl->k->nfa) {
+        __builtin_prefetch(sl->k->nfa);
+        if (sl->k->nfa->pm.v)
+            __builtin_prefetch(sl->k->nfa->pm.v);
+    }
 }
 
 /* ---- the public stepping functions ---------------------------------------------------- */
@@ -1122,7 +1290,14 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         len--;
     size_t sz = sizeof(struct tlm_cep_event) + c->npat * 8 + len + 1;
-    struct tlm_cep_event *e = malloc(sz);
+    int cls = ev_class(sz);
+    struct tlm_cep_event *e;
+    if (cls >= 0 && c->free_ev[cls]) {
+        e = c->free_ev[cls];
+        c->free_ev[cls] = (struct tlm_cep_event *)e->key;
+    } else {
+        e = malloc(cls >= 0 ? (size_t)cls * 64 : sz);
+    }
     if (!e)
         return NULL;
     e->ts = ts;
@@ -1166,7 +1341,7 @@ int tlm_cep_push(struct tlm_cep *c, const char *key, size_t keylen, tlm_time_t t
     e->json = NULL;
     e->refs = 1;
     c->nbuffered++;
-    return heap_push(c, e) ? tlm_error_set(err, TLM_ENOMEM, "out of memory") : 0;
+    return buf_push(c, e) ? tlm_error_set(err, TLM_ENOMEM, "out of memory") : 0;
 }
 
 int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink *sink,
@@ -1174,7 +1349,9 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
 {
     int rc = 0;
     for (;;) {
-        struct tlm_cep_event *e = c->nheap && c->heap[0]->ts <= wm ? c->heap[0] : NULL;
+        int from_ring;
+        const struct hent *next = buf_peek(c, &from_ring);
+        struct tlm_cep_event *e = next && next->ts <= wm ? next->e : NULL;
         tlm_time_t limit = e ? e->ts : wm;
         if (c->ntim && c->timers[0].at <= limit) {
             struct timer t = timer_pop(c);
@@ -1189,7 +1366,7 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
         }
         if (!e)
             break;
-        heap_pop(c);
+        buf_pop(c, from_ring);
         c->nbuffered--;
         struct key *k = e->key;
         if (!key_nfa(c, k))
@@ -1259,10 +1436,10 @@ int tlm_cep_save(struct tlm_cep *c, int (*put)(void *arg, const json_t *rec), vo
     rc = meta ? put(arg, meta) : TLM_ENOMEM;
     json_decref(meta);
     /* buffered events in (time, arrival) order */
-    for (size_t i = 0; i < c->nheap && rc == 0; i++)
-        c->heap[i]->sid = -1;
+    for (size_t i = 0; i < c->nheap + c->rcount; i++)
+        buf_at(c, i)->sid = -1;
     for (size_t i = 0; i < c->tcap && rc == 0; i++) {
-        struct key *k = c->tab[i];
+        struct key *k = c->tab[i].k;
         if (!k || !k->nfa)
             continue;
         for (size_t p = 0; p < c->npat && rc == 0; p++) {
@@ -1273,11 +1450,11 @@ int tlm_cep_save(struct tlm_cep *c, int (*put)(void *arg, const json_t *rec), vo
                 rc = save_cs(c, k, p, &k->nfa[p].done.v[j], 1, &next, put, arg);
         }
     }
-    for (size_t i = 0; i < c->nheap && rc == 0; i++)
-        rc = save_ev(c, c->heap[i], &next, 1, put, arg);
+    for (size_t i = 0; i < c->nheap + c->rcount && rc == 0; i++)
+        rc = save_ev(c, buf_at(c, i), &next, 1, put, arg);
     /* ids are per snapshot */
     for (size_t i = 0; i < c->tcap; i++) {
-        struct key *k = c->tab[i];
+        struct key *k = c->tab[i].k;
         if (!k || !k->nfa)
             continue;
         for (size_t p = 0; p < c->npat; p++) {
@@ -1346,7 +1523,7 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
         if (json_is_true(json_object_get(rec, "buf"))) {
             e->refs++;
             c->nbuffered++;
-            if (heap_push(c, e))
+            if (buf_push(c, e))
                 return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         }
         return 0;
@@ -1380,7 +1557,7 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
                 node_release(c, s.chain);
                 return bad_state(err, "chain");
             }
-            struct node *n = malloc(sizeof(*n));
+            struct node *n = node_alloc(c);
             if (!n) {
                 node_release(c, s.chain);
                 return tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -1410,7 +1587,7 @@ void tlm_cep_stats(const struct tlm_cep *c, struct tlm_cep_stats *s)
 {
     long long keys = 0, partial = 0;
     for (size_t i = 0; i < c->tcap; i++) {
-        struct key *k = c->tab[i];
+        struct key *k = c->tab[i].k;
         if (!k)
             continue;
         keys++;

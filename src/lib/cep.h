@@ -60,7 +60,7 @@ int tlm_cep_pattern_stage_loops(const struct tlm_cep_pattern *p, size_t i);
 /* Rewrites an expression over a pattern's stages so that a looping stage name reads its
  * events as a node list: `count(items)` -> `count(items[*])`, `sum(items.price)` ->
  * `sum(items[*].price)`. Returns a malloc'd string (caller owns) or NULL on ENOMEM.
- * *shift (may be NULL) receives a table mapping columns back (see tlm_cep_unshift). */
+ */
 char *tlm_cep_rewrite(const struct tlm_cep_pattern *p, const char *src);
 
 /* Compiles an expression (an emit template) over the stages of p: each stage name is a
@@ -126,6 +126,16 @@ size_t tlm_cep_paths(struct tlm_cep *c, const struct tlm_path **paths);
 int tlm_cep_push(struct tlm_cep *c, const char *key, size_t keylen, tlm_time_t ts,
                  const char *line, size_t len, const struct tlm_jval *vals,
                  struct tlm_error *err);
+
+/* Read-ahead for an event of key that tlm_cep_push will get soon (a speed-up only): call
+ * with pass 0 to TLM_CEP_PREFETCH_PASSES - 1 in turn, keeping hint between the calls. */
+#define TLM_CEP_PREFETCH_PASSES 3
+struct tlm_cep_hint {
+    uint64_t h;
+    const void *slot;
+};
+void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pass,
+                      struct tlm_cep_hint *hint);
 
 /* Time has reached wm: runs the buffered events at or before wm through the patterns in
  * event-time order and fires the timeouts due, calling sink->emit in order. Returns 0 or
