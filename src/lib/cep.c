@@ -1187,7 +1187,16 @@ static struct tlm_cep_event *buf_at(const struct tlm_cep *c, size_t i)
     return c->heap[i - c->rcount].e;
 }
 
-static int tim_less(const struct timer *a, const struct timer *b) { return a->at < b->at; }
+/* Timers by deadline, ties by key text: the order does not depend on the history of the
+ * heap (a restored run fires equal deadlines in the same order as an uninterrupted one). */
+static int tim_less(const struct timer *a, const struct timer *b)
+{
+    if (a->at != b->at)
+        return a->at < b->at;
+    size_t n = a->key->klen < b->key->klen ? a->key->klen : b->key->klen;
+    int c = memcmp(a->key->k, b->key->k, n);
+    return c ? c < 0 : a->key->klen < b->key->klen;
+}
 
 static int timer_push(struct tlm_cep *c, tlm_time_t at, struct key *k)
 {
@@ -1273,12 +1282,17 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
     if (!sl || !c->tcap || sl < c->tab || sl >= c->tab + c->tcap)
         return;
     if (pass == 1) {
-        if (sl->k && sl->hash == hint->h)
+        if (sl->k && sl->hash == hint->h) {
             __builtin_prefetch(sl->k);
-    } else if (sl->k && sl->hash == hint->h && sl->k->nfa) {
-        __builtin_prefetch(sl->k->nfa);
-        if (sl->k->nfa->pm.v)
-            __builtin_prefetch(sl->k->nfa->pm.v);
+            __builtin_prefetch((const char *)sl->k + 64);
+            __builtin_prefetch((const char *)sl->k + 128);
+        }
+    } else if (sl->k && sl->hash == hint->h && sl->k->nfa && sl->k->nfa->pm.v &&
+               sl->k->nfa->pm.n > 1) {
+        /* the newest partial match's chain head: its event is read when it completes */
+        const struct node *n = sl->k->nfa->pm.v[0].chain;
+        if (n)
+            __builtin_prefetch(n);
     }
 }
 
