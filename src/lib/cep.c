@@ -1287,12 +1287,13 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
             __builtin_prefetch((const char *)sl->k + 64);
             __builtin_prefetch((const char *)sl->k + 128);
         }
-    } else if (sl->k && sl->hash == hint->h && sl->k->nfa && sl->k->nfa->pm.v &&
-               sl->k->nfa->pm.n > 1) {
-        /* the newest partial match's chain head: its event is read when it completes */
-        const struct node *n = sl->k->nfa->pm.v[0].chain;
-        if (n)
-            __builtin_prefetch(n);
+    } else if (sl->k && sl->hash == hint->h && sl->k->nfa) {
+        /* the chain heads of the first partial matches (of the first pattern): their
+         * reference counts change when the key's next event runs */
+        const struct csvec *v = &sl->k->nfa->pm;
+        for (size_t i = 0; i < v->n && i < 4; i++)
+            if (v->v[i].chain)
+                __builtin_prefetch(v->v[i].chain);
     }
 }
 
