@@ -565,7 +565,7 @@ static void ictx_init(struct ictx *x, struct tlm_cep *c, size_t pidx, const stru
     x->cs = cs;
     x->ev = ev;
     x->bound = 0;
-    memset(x->memo, -1, sizeof(x->memo));
+    memset(x->memo, -1, x->pat->n);
 }
 
 static void ictx_done(struct ictx *x)
@@ -816,12 +816,17 @@ static struct nfa *key_nfa(struct tlm_cep *c, struct key *k)
     return k->nfa;
 }
 
+/* Appends a computation state holding a reference to chain: a new one, or with *moved
+ * unset, the reference of the state it comes from (which then must not drop it; this
+ * spares touching the reference count of an old, cold node). moved may be NULL. */
 static int add_state(struct tlm_cep *c, struct csvec *out, int state, struct node *chain,
                      int has_start, tlm_time_t start_ts, unsigned long long start_seq,
-                     tlm_time_t prev_ts)
+                     tlm_time_t prev_ts, int *moved)
 {
     struct cs s = { state, has_start, chain, start_ts, start_seq, prev_ts };
-    if (chain)
+    if (moved && !*moved)
+        *moved = 1;
+    else if (chain)
         chain->refs++;
     c->npartial++;
     return vpush(out, &s);
@@ -847,9 +852,10 @@ static int final_after_proceed(struct ictx *x, int state)
     return -1;
 }
 
-/* Flink's computeNextStates: appends the successors of cs on ev to out. */
+/* Flink's computeNextStates: appends the successors of cs on ev to out. *moved is set
+ * when one of them took over cs's reference to its chain. */
 static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
-                       struct tlm_cep_event *ev, struct csvec *out)
+                       struct tlm_cep_event *ev, struct csvec *out, int *moved)
 {
     const struct tlm_cep_pattern *pat = c->pat[pidx];
     struct ictx x;
@@ -877,7 +883,7 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         if (edges[i].action == CEP_IGNORE) {
             if (!is_start)
                 rc = add_state(c, out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
-                               cs->start_seq, cs->prev_ts);
+                               cs->start_seq, cs->prev_ts, moved);
             continue;
         }
         struct node *n = node_alloc(c);
@@ -886,7 +892,9 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
             break;
         }
         n->parent = cs->chain;
-        if (n->parent)
+        if (!*moved)
+            *moved = 1;
+        else if (n->parent)
             n->parent->refs++;
         n->ev = ev;
         ev->refs++;
@@ -895,13 +903,13 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         c->nnodes++;
         tlm_time_t st = is_start ? ev->ts : cs->start_ts;
         unsigned long long sq = is_start ? ev->seq : cs->start_seq;
-        rc = add_state(c, out, edges[i].target, n, 1, st, sq, ev->ts);
+        rc = add_state(c, out, edges[i].target, n, 1, st, sq, ev->ts, NULL);
         int f = rc ? -1 : final_after_proceed(&x, edges[i].target);
         if (f >= 0)
-            rc = add_state(c, out, f, n, 1, st, sq, ev->ts);
+            rc = add_state(c, out, f, n, 1, st, sq, ev->ts, NULL);
     }
     if (is_start && rc == 0)
-        rc = add_state(c, out, pat->start, NULL, 0, 0, 0, 0);
+        rc = add_state(c, out, pat->start, NULL, 0, 0, 0, 0, NULL);
     ictx_done(&x);
     return rc;
 }
@@ -949,8 +957,9 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
     pm = c->pm;
     for (size_t i = 0; i < nfa->pm.n && rc == 0; i++) {
         struct cs *cs = &nfa->pm.v[i];
+        int moved = 0;
         c->res.n = 0;
-        rc = next_states(c, pidx, cs, ev, &c->res);
+        rc = next_states(c, pidx, cs, ev, &c->res, &moved);
         int discard = 0;
         for (size_t k = 0; k < c->res.n; k++)
             if (pat->s[c->res.v[k].state].type == CEP_STOP)
@@ -966,14 +975,10 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
             } else
                 rc = vpush(&np, r);
         }
-        node_release(c, cs->chain);
-        if (cs->state != pat->start || cs->has_start)
-            c->npartial--;
-        else
-            c->npartial--; /* the start state is counted too while it is copied */
+        if (!moved)
+            node_release(c, cs->chain);
+        c->npartial--;
     }
-    /* the start state is not a partial match */
-    c->npartial -= 0;
     c->np = np;
     c->pm = pm;
     if (rc)

@@ -32,7 +32,7 @@ test_expect_success 'a timeout fires live, from upstream watermarks' '
     trap "kill $ing $cep 2>/dev/null" EXIT
     wait_for err "listening on" || exit 1
     port=$(sed -n "s/.*listening on tcp:\/\/127.0.0.1:\([0-9]*\)$/\1/p" err)
-    bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && cat first >&3 && sleep 0.3 && cat later >&3 && sleep 60" &
+    bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && cat first >&3 && sleep 0.3 && cat later >&3 && exec sleep 60" &
     client=$!
     wait_for to.ndjson "s1" 100 &&
     kill -0 $cep &&
