@@ -1294,11 +1294,16 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
         }
     } else if (sl->k && sl->hash == hint->h && sl->k->nfa) {
         /* the chain heads of the first partial matches (of the first pattern): their
-         * reference counts change when the key's next event runs */
+         * reference counts change when the key's next event runs (pass 2), and their
+         * events are read when they complete (pass 3) */
         const struct csvec *v = &sl->k->nfa->pm;
         for (size_t i = 0; i < v->n && i < 4; i++)
-            if (v->v[i].chain)
-                __builtin_prefetch(v->v[i].chain);
+            if (v->v[i].chain) {
+                if (pass == 2)
+                    __builtin_prefetch(v->v[i].chain);
+                else
+                    __builtin_prefetch(v->v[i].chain->ev->line);
+            }
     }
 }
 

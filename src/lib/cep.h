@@ -129,7 +129,7 @@ int tlm_cep_push(struct tlm_cep *c, const char *key, size_t keylen, tlm_time_t t
 
 /* Read-ahead for an event of key that tlm_cep_push will get soon (a speed-up only): call
  * with pass 0 to TLM_CEP_PREFETCH_PASSES - 1 in turn, keeping hint between the calls. */
-#define TLM_CEP_PREFETCH_PASSES 3
+#define TLM_CEP_PREFETCH_PASSES 4
 struct tlm_cep_hint {
     uint64_t h;
     const void *slot;
