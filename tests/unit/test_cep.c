@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "cep.h"
+#include "jscan.h"
 
 struct row {
     const char *title;
@@ -477,6 +478,61 @@ static void test_documents(void **state)
     tlm_cep_pattern_destroy(c);
 }
 
+
+/* The fast form of `field OP literal` (evaluated on the scanned value, no DOM) agrees with
+ * the expression language on every type of value, escapes and missing fields included. */
+static size_t count_matches(const char *pat, const char *const *lines, size_t n, int fast)
+{
+    struct tlm_error err;
+    struct got g;
+    struct tlm_cep *c = tlm_cep_create();
+    struct tlm_cep_pattern *p = tlm_cep_pattern_parse(pat, &err);
+    const struct tlm_path *paths;
+    memset(&g, 0, sizeof(g));
+    assert_non_null(p);
+    assert_int_equal(tlm_cep_add(c, p, &err), 0);
+    size_t np = tlm_cep_paths(c, &paths);
+    struct tlm_jscan *js = tlm_jscan_create(paths, np);
+    struct tlm_jval vals[8];
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(tlm_jscan_run(js, lines[i], strlen(lines[i]), vals, &err), 0);
+        assert_int_equal(tlm_cep_push(c, "\"k\"", 3, (tlm_time_t)i, lines[i], strlen(lines[i]),
+                                      fast ? vals : NULL, &err), 0);
+    }
+    struct tlm_cep_sink sink = { &g, sink_emit };
+    assert_int_equal(tlm_cep_advance(c, INT64_MAX, &sink, &err), 0);
+    for (size_t i = 0; i < g.nm; i++)
+        free(g.m[i]);
+    tlm_jscan_destroy(js);
+    tlm_cep_destroy(c);
+    return g.nm;
+}
+
+static void test_fast_form(void **state)
+{
+    static const char *const lines[] = {
+        "{\"id\":1,\"f\":\"abc\"}", "{\"id\":2,\"f\":\"ab\"}", "{\"id\":3,\"f\":\"a\\u0062c\"}",
+        "{\"id\":4,\"f\":3}", "{\"id\":5,\"f\":3.0}", "{\"id\":6,\"f\":-2.5e1}",
+        "{\"id\":7,\"f\":true}", "{\"id\":8,\"f\":null}", "{\"id\":9}", "{\"id\":10,\"f\":{}}",
+        "{\"id\":11,\"f\":[3]}", "{\"id\":12,\"f\":\"\"}", "{\"id\":13,\"f\":\"abd\"}",
+        "{\"id\":14,\"g\":{\"h\":3}}", "{\"id\":15,\"g\":{\"h\":\"3\"}}",
+    };
+    static const char *const ops[] = { "==", "!=", "<", "<=", ">", ">=" };
+    static const char *const lits[] = { "\"abc\"", "\"ab\"", "\"\"", "3", "-25", "2.5" };
+    char pat[128];
+    (void)state;
+    for (size_t o = 0; o < 6; o++)
+        for (size_t l = 0; l < 6; l++) {
+            snprintf(pat, sizeof(pat), "x: f %s %s", ops[o], lits[l]);
+            size_t a = count_matches(pat, lines, 15, 1), b = count_matches(pat, lines, 15, 0);
+            if (a != b)
+                fprintf(stderr, "# %s: fast %zu, expr %zu\n", pat, a, b);
+            assert_int_equal(a, b);
+            snprintf(pat, sizeof(pat), "x: g.h %s %s", ops[o], lits[l]);
+            assert_int_equal(count_matches(pat, lines, 15, 1), count_matches(pat, lines, 15, 0));
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_times),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_documents),
+        cmocka_unit_test(test_fast_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
