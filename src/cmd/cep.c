@@ -142,6 +142,7 @@ static void load_patterns(struct cctx *c)
             json_t *d = json_is_array(doc) ? json_array_get(doc, k) : doc;
             struct tlm_cep_pattern *p = tlm_cep_pattern_from_json(d, &err);
             if (!p) {
+                json_decref(doc); /* nothing is left to leak at the exit */
                 if (err.column)
                     cli_usage_error("--pattern-file: %s: document %zu: column %ld: %s",
                                     c->pattern_files[i], k + 1, err.column, err.text);
