@@ -47,7 +47,8 @@ struct tlm_cep_event {
     struct key *key;
     size_t len;
     long sid;                     /* snapshot id while saving */
-    uint64_t *masks;              /* per pattern: bit i = stage i's condition holds */
+    size_t nmask;                 /* pattern slots when it was pushed */
+    uint64_t *masks;              /* per slot: bit i = stage i's condition holds */
     char *line;
 };
 
@@ -83,7 +84,9 @@ struct nfa {
 struct key {
     uint64_t hash;
     tlm_time_t timer;             /* registered deadline, TLM_TIME_MAX = none */
-    struct nfa *nfa;              /* per pattern, NULL until the first event runs */
+    struct nfa *nfa;              /* per pattern slot < ninl, NULL until the first event runs */
+    struct nfa *more;             /* slots added after the key was made (ninl + i) */
+    uint32_t ninl, nmore;
     size_t klen;
     char k[];                     /* the key's JSON text, NUL-terminated */
 };
@@ -123,6 +126,7 @@ struct tlm_cep {
     size_t npaths;
     int whole;                    /* some condition needs the whole event */
     int paths_done;
+    size_t paths_npat;            /* slots whose paths are in paths (later ones: parse) */
     int any_within;               /* some pattern has a within */
     /* scratch */
     struct csvec res, np, pm;
@@ -168,7 +172,7 @@ static void ev_release(struct tlm_cep *c, struct tlm_cep_event *e)
 {
     if (--e->refs > 0)
         return;
-    size_t sz = sizeof(*e) + e->len + 1 + c->npat * 8;
+    size_t sz = sizeof(*e) + e->len + 1 + e->nmask * 8;
     int k = ev_class(sz);
     c->nevents--;
     c->evbytes -= (long long)sz;
@@ -288,18 +292,26 @@ struct tlm_cep *tlm_cep_create(void)
     return calloc(1, sizeof(struct tlm_cep));
 }
 
+static void nfa_free(struct tlm_cep *c, struct nfa *f)
+{
+    for (size_t i = 0; i < f->pm.n; i++)
+        node_release(c, f->pm.v[i].chain);
+    for (size_t i = 0; i < f->done.n; i++)
+        node_release(c, f->done.v[i].chain);
+    vfree(&f->pm);
+    vfree(&f->done);
+    f->pm.n = f->done.n = 0;
+    f->pm.heap = f->done.heap = 0;
+}
+
 static void key_free(struct tlm_cep *c, struct key *k)
 {
-    if (k->nfa) {
-        for (size_t p = 0; p < c->npat; p++) {
-            for (size_t i = 0; i < k->nfa[p].pm.n; i++)
-                node_release(c, k->nfa[p].pm.v[i].chain);
-            for (size_t i = 0; i < k->nfa[p].done.n; i++)
-                node_release(c, k->nfa[p].done.v[i].chain);
-            vfree(&k->nfa[p].pm);
-            vfree(&k->nfa[p].done);
-        }
-    }
+    if (k->nfa)
+        for (size_t p = 0; p < k->ninl; p++)
+            nfa_free(c, &k->nfa[p]);
+    for (size_t p = 0; p < k->nmore; p++)
+        nfa_free(c, &k->more[p]);
+    free(k->more);
     free(k);
 }
 
@@ -352,18 +364,15 @@ void tlm_cep_destroy(struct tlm_cep *c)
 int tlm_cep_add(struct tlm_cep *c, struct tlm_cep_pattern *p, struct tlm_error *err)
 {
     for (size_t i = 0; i < c->npat; i++)
-        if (strcmp(c->pat[i]->id, p->id) == 0) {
+        if (c->pat[i] && strcmp(c->pat[i]->id, p->id) == 0) {
             tlm_error_set(err, TLM_EINVAL, "two patterns have the id '%s'", p->id);
             tlm_cep_pattern_destroy(p);
             return TLM_EINVAL;
         }
     struct tlm_cep_pattern **n = realloc(c->pat, (c->npat + 1) * sizeof(*n));
-    if (!n || c->nkeys || c->nheap || c->rcount) {
-        if (n)
-            c->pat = n;
+    if (!n) {
         tlm_cep_pattern_destroy(p);
-        return tlm_error_set(err, n ? TLM_EINVAL : TLM_ENOMEM,
-                             n ? "patterns are added before the first event" : "out of memory");
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     }
     c->pat = n;
     c->pat[c->npat++] = p;
@@ -373,6 +382,26 @@ int tlm_cep_add(struct tlm_cep *c, struct tlm_cep_pattern *p, struct tlm_error *
 }
 
 size_t tlm_cep_count(const struct tlm_cep *c) { return c->npat; }
+
+static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create);
+
+int tlm_cep_remove(struct tlm_cep *c, const char *id, struct tlm_error *err)
+{
+    size_t p;
+    for (p = 0; p < c->npat && !(c->pat[p] && strcmp(c->pat[p]->id, id) == 0); p++)
+        ;
+    if (p == c->npat)
+        return tlm_error_set(err, TLM_ENOTFOUND, "no pattern has the id '%s'", id);
+    for (size_t i = 0; i < c->tcap; i++) {
+        struct key *k = c->tab[i].k;
+        struct nfa *f = k ? nfa_of(c, k, p, 0) : NULL;
+        if (f)
+            nfa_free(c, f);
+    }
+    tlm_cep_pattern_destroy(c->pat[p]);
+    c->pat[p] = NULL;
+    return 0;
+}
 const struct tlm_cep_pattern *tlm_cep_get(const struct tlm_cep *c, size_t i) { return c->pat[i]; }
 
 static int path_eq(const struct tlm_path *a, const struct tlm_path *b)
@@ -410,8 +439,9 @@ size_t tlm_cep_paths(struct tlm_cep *c, const struct tlm_path **paths)
 {
     if (!c->paths_done) {
         c->paths_done = 1;
+        c->paths_npat = c->npat;
         for (size_t p = 0; p < c->npat; p++)
-            for (size_t i = 0; i < c->pat[p]->n; i++) {
+            for (size_t i = 0; c->pat[p] && i < c->pat[p]->n; i++) {
                 struct cep_stage *s = &c->pat[p]->st[i];
                 if (s->iterative)
                     continue;
@@ -499,12 +529,19 @@ static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struc
     for (size_t p = 0; p < c->npat && rc == 0; p++) {
         const struct tlm_cep_pattern *pat = c->pat[p];
         uint64_t m = 0;
+        int late = p >= c->paths_npat; /* added after the paths were chosen */
+        if (!pat) {
+            e->masks[p] = 0;
+            continue;
+        }
+        if (late && vals && !obj && !(obj = json_incref(tlm_cep_event_json(e))))
+            return tlm_error_set(err, TLM_EPARSE, "not a JSON object");
         for (size_t i = 0; i < pat->n; i++) {
             const struct cep_stage *s = &pat->st[i];
             int r;
             if (s->iterative)
                 continue;
-            if (s->fast.ok && vals) {
+            if (s->fast.ok && vals && !late) {
                 r = fast_test(&s->fast, &vals[s->fast.path]);
             } else {
                 if (!obj) {
@@ -603,10 +640,18 @@ static int bind_chain(const struct tlm_cep_pattern *pat, struct node *chain, jso
 static int stage_holds(struct ictx *x, int i)
 {
     const struct cep_stage *s = &x->pat->st[i];
-    if (!s->iterative)
+    if (!s->iterative && x->pidx < x->ev->nmask)
         return (int)((x->ev->masks[x->pidx] >> i) & 1);
     if (x->memo[i] >= 0)
         return x->memo[i];
+    if (!s->iterative) { /* an event pushed before its pattern was added */
+        struct tlm_error e;
+        int r = tlm_expr_test(s->expr, tlm_cep_event_json(x->ev), NULL, &e);
+        if (r < 0)
+            x->c->cond_errors++;
+        x->memo[i] = (signed char)(r > 0);
+        return r > 0;
+    }
     if (!x->bound) {
         if (bind_chain(x->pat, x->cs->chain, x->vals))
             return 0;
@@ -799,21 +844,60 @@ static int process_skip(struct tlm_cep *c, size_t pidx, struct key *key, struct 
 
 struct dedge { int action, target, source; };
 
-static struct nfa *key_nfa(struct tlm_cep *c, struct key *k)
+static void nfa_init(struct nfa *f, const struct tlm_cep_pattern *pat, int inline_ok)
 {
-    if (!k->nfa) {
-        /* the per-pattern state lives in the key's block, after its text */
-        k->nfa = (struct nfa *)(k->k + ((k->klen + 1 + 15) & ~(size_t)15));
-        for (size_t p = 0; p < c->npat; p++) {
-            struct nfa *f = &k->nfa[p];
-            memset(f, 0, sizeof(*f));
-            f->pm.v = f->inl;
-            f->pm.cap = CEP_INLINE;
-            f->pm.v[0] = (struct cs){ c->pat[p]->start, 0, NULL, 0, 0, 0 };
-            f->pm.n = 1;
-        }
+    memset(f, 0, sizeof(*f));
+    if (!pat)
+        return;
+    if (inline_ok) {
+        f->pm.v = f->inl;
+        f->pm.cap = CEP_INLINE;
     }
-    return k->nfa;
+    struct cs s = { pat->start, 0, NULL, 0, 0, 0 };
+    if (inline_ok)
+        f->pm.v[f->pm.n++] = s;
+    else
+        vpush(&f->pm, &s); /* on failure the slot stays empty: checked by the caller */
+}
+
+/* The state of pattern slot p for key k: NULL when the slot is empty (a removed pattern),
+ * or, with create unset, when the key has no state for it yet; NULL on ENOMEM too. The
+ * slots that existed when the key was made live in its block (an inline array of
+ * partial matches each); later ones in k->more, with their arrays on the heap. */
+static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create)
+{
+    if (!c->pat[p])
+        return NULL;
+    if (!k->nfa) {
+        if (!create)
+            return NULL;
+        k->nfa = (struct nfa *)(k->k + ((k->klen + 1 + 15) & ~(size_t)15));
+        for (size_t i = 0; i < k->ninl; i++)
+            nfa_init(&k->nfa[i], c->pat[i], 1);
+    }
+    if (p < k->ninl)
+        return &k->nfa[p];
+    size_t i = p - k->ninl;
+    if (i >= k->nmore) {
+        if (!create)
+            return NULL;
+        struct nfa *m = realloc(k->more, (i + 1) * sizeof(*m));
+        if (!m)
+            return NULL;
+        for (size_t j = k->nmore; j <= i; j++)
+            memset(&m[j], 0, sizeof(m[j]));
+        k->more = m;
+        k->nmore = (uint32_t)(i + 1);
+    }
+    struct nfa *f = &k->more[i];
+    if (!f->pm.v) {
+        if (!create)
+            return NULL;
+        nfa_init(f, c->pat[p], 0);
+        if (!f->pm.v)
+            return NULL;
+    }
+    return f;
 }
 
 /* Appends a computation state holding a reference to chain: a new one, or with *moved
@@ -948,8 +1032,10 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
                    const struct tlm_cep_sink *sink, struct tlm_error *err)
 {
     const struct tlm_cep_pattern *pat = c->pat[pidx];
-    struct nfa *nfa = &key->nfa[pidx];
+    struct nfa *nfa = nfa_of(c, key, pidx, 1);
     struct csvec np, pm;
+    if (!nfa)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     int rc = 0;
     c->np.n = 0;
     c->pm.n = 0;
@@ -1011,12 +1097,10 @@ static int advance_key(struct tlm_cep *c, struct key *key, tlm_time_t t,
                        const struct tlm_cep_sink *sink, struct tlm_error *err)
 {
     int rc = 0;
-    if (!key->nfa)
-        return 0;
     for (size_t p = 0; p < c->npat && rc == 0; p++) {
         const struct tlm_cep_pattern *pat = c->pat[p];
-        struct nfa *nfa = &key->nfa[p];
-        if (!pat->within)
+        struct nfa *nfa = nfa_of(c, key, p, 0);
+        if (!nfa || !pat->within)
             continue;
         c->pm.n = 0;
         size_t o = 0;
@@ -1089,6 +1173,9 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
     e->hash = h;
     e->timer = TLM_TIME_MAX;
     e->nfa = NULL;
+    e->more = NULL;
+    e->ninl = (uint32_t)c->npat;
+    e->nmore = 0;
     size_t j = h & (c->tcap - 1);
     while (c->tab[j].k)
         j = (j + 1) & (c->tcap - 1);
@@ -1250,13 +1337,14 @@ static struct timer timer_pop(struct tlm_cep *c)
 static int reschedule(struct tlm_cep *c, struct key *k)
 {
     tlm_time_t d = TLM_TIME_MAX;
-    if (!k->nfa || !c->any_within)
+    if (!c->any_within)
         return 0;
     for (size_t p = 0; p < c->npat; p++) {
-        int64_t w = c->pat[p]->within;
+        const struct nfa *f = nfa_of(c, k, p, 0);
+        int64_t w = f ? c->pat[p]->within : 0;
         if (!w)
             continue;
-        const struct csvec *v = &k->nfa[p].pm;
+        const struct csvec *v = &f->pm;
         for (size_t i = 0; i < v->n; i++)
             if (v->v[i].has_start) {
                 tlm_time_t at = v->v[i].start_ts > TLM_TIME_MAX - w ? TLM_TIME_MAX - 1
@@ -1292,7 +1380,7 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
             __builtin_prefetch((const char *)sl->k + 64);
             __builtin_prefetch((const char *)sl->k + 128);
         }
-    } else if (sl->k && sl->hash == hint->h && sl->k->nfa) {
+    } else if (sl->k && sl->hash == hint->h && sl->k->nfa && sl->k->ninl) {
         /* the chain heads of the first partial matches (of the first pattern): their
          * reference counts change when the key's next event runs (pass 2), and their
          * events are read when they complete (pass 3) */
@@ -1332,6 +1420,7 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
     e->key = k;
     e->len = len;
     e->sid = -1;
+    e->nmask = c->npat;
     e->masks = (uint64_t *)(e + 1);
     e->line = (char *)(e->masks + c->npat);
     memcpy(e->line, line, len);
@@ -1394,10 +1483,9 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
         buf_pop(c, from_ring);
         c->nbuffered--;
         struct key *k = e->key;
-        if (!key_nfa(c, k))
-            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         for (size_t p = 0; p < c->npat && rc == 0; p++)
-            rc = process(c, p, k, e, sink, err);
+            if (c->pat[p])
+                rc = process(c, p, k, e, sink, err);
         json_decref(e->json);
         e->json = NULL;
         ev_release(c, e);
@@ -1465,14 +1553,15 @@ int tlm_cep_save(struct tlm_cep *c, int (*put)(void *arg, const json_t *rec), vo
         buf_at(c, i)->sid = -1;
     for (size_t i = 0; i < c->tcap && rc == 0; i++) {
         struct key *k = c->tab[i].k;
-        if (!k || !k->nfa)
+        if (!k)
             continue;
         for (size_t p = 0; p < c->npat && rc == 0; p++) {
-            for (size_t j = 0; j < k->nfa[p].pm.n && rc == 0; j++)
-                if (k->nfa[p].pm.v[j].has_start)
-                    rc = save_cs(c, k, p, &k->nfa[p].pm.v[j], 0, &next, put, arg);
-            for (size_t j = 0; j < k->nfa[p].done.n && rc == 0; j++)
-                rc = save_cs(c, k, p, &k->nfa[p].done.v[j], 1, &next, put, arg);
+            struct nfa *f = nfa_of(c, k, p, 0);
+            for (size_t j = 0; f && j < f->pm.n && rc == 0; j++)
+                if (f->pm.v[j].has_start)
+                    rc = save_cs(c, k, p, &f->pm.v[j], 0, &next, put, arg);
+            for (size_t j = 0; f && j < f->done.n && rc == 0; j++)
+                rc = save_cs(c, k, p, &f->done.v[j], 1, &next, put, arg);
         }
     }
     for (size_t i = 0; i < c->nheap + c->rcount && rc == 0; i++)
@@ -1480,14 +1569,15 @@ int tlm_cep_save(struct tlm_cep *c, int (*put)(void *arg, const json_t *rec), vo
     /* ids are per snapshot */
     for (size_t i = 0; i < c->tcap; i++) {
         struct key *k = c->tab[i].k;
-        if (!k || !k->nfa)
+        if (!k)
             continue;
         for (size_t p = 0; p < c->npat; p++) {
-            for (size_t j = 0; j < k->nfa[p].pm.n; j++)
-                for (struct node *n = k->nfa[p].pm.v[j].chain; n; n = n->parent)
+            struct nfa *f = nfa_of(c, k, p, 0);
+            for (size_t j = 0; f && j < f->pm.n; j++)
+                for (struct node *n = f->pm.v[j].chain; n; n = n->parent)
                     n->ev->sid = -1;
-            for (size_t j = 0; j < k->nfa[p].done.n; j++)
-                for (struct node *n = k->nfa[p].done.v[j].chain; n; n = n->parent)
+            for (size_t j = 0; f && j < f->done.n; j++)
+                for (struct node *n = f->done.v[j].chain; n; n = n->parent)
                     n->ev->sid = -1;
         }
     }
@@ -1557,12 +1647,13 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
         json_t *k = json_object_get(rec, "key"), *chain = json_object_get(rec, "chain"), *it;
         const char *pid = json_string_value(json_object_get(rec, "p"));
         size_t p, i;
-        for (p = 0; pid && p < c->npat && strcmp(c->pat[p]->id, pid); p++)
+        for (p = 0; pid && p < c->npat && !(c->pat[p] && strcmp(c->pat[p]->id, pid) == 0); p++)
             ;
         if (!json_is_string(k) || !json_is_array(chain) || !pid || p == c->npat)
             return bad_state(err, "partial match");
         struct key *key = key_get(c, json_string_value(k), json_string_length(k), 1);
-        if (!key || !key_nfa(c, key))
+        struct nfa *f = key ? nfa_of(c, key, p, 1) : NULL;
+        if (!f)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         const struct tlm_cep_pattern *pat = c->pat[p];
         struct cs s;
@@ -1598,8 +1689,8 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
         c->npartial++;
         struct csvec *v = json_is_true(json_object_get(rec, "done")) ||
                                   json_integer_value(json_object_get(rec, "done"))
-                              ? &key->nfa[p].done
-                              : &key->nfa[p].pm;
+                              ? &f->done
+                              : &f->pm;
         if (vpush(v, &s))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         vsort(v);
@@ -1616,12 +1707,12 @@ void tlm_cep_stats(const struct tlm_cep *c, struct tlm_cep_stats *s)
         if (!k)
             continue;
         keys++;
-        if (k->nfa)
-            for (size_t p = 0; p < c->npat; p++) {
-                for (size_t j = 0; j < k->nfa[p].pm.n; j++)
-                    partial += k->nfa[p].pm.v[j].has_start;
-                partial += (long long)k->nfa[p].done.n;
-            }
+        for (size_t p = 0; p < c->npat; p++) {
+            struct nfa *f = nfa_of((struct tlm_cep *)c, k, p, 0);
+            for (size_t j = 0; f && j < f->pm.n; j++)
+                partial += f->pm.v[j].has_start;
+            partial += f ? (long long)f->done.n : 0;
+        }
     }
     s->keys = keys;
     s->buffered = c->nbuffered;

@@ -108,9 +108,17 @@ struct tlm_cep;
 struct tlm_cep *tlm_cep_create(void);
 void tlm_cep_destroy(struct tlm_cep *c);
 
-/* Adds a pattern (takes ownership, also on failure). Its id must be new. Must be called
- * before the first push. Returns 0 or a negative code with err filled. */
+/* Adds a pattern (takes ownership, also on failure) in a new slot. Its id must not be in
+ * use. May be called at any time (a rule added while events flow): every key starts it
+ * from its start state with the next event that runs; events already buffered are
+ * matched against it too. Patterns added after tlm_cep_paths evaluate their conditions on
+ * the parsed event (slower). Returns 0 or a negative code with err filled. */
 int tlm_cep_add(struct tlm_cep *c, struct tlm_cep_pattern *p, struct tlm_error *err);
+/* Removes the pattern with this id and all its partial and waiting matches, in every key;
+ * the other patterns' state is untouched. Its slot stays empty (slots are not reused).
+ * Returns 0 or TLM_ENOTFOUND. A replacement is a remove and an add. */
+int tlm_cep_remove(struct tlm_cep *c, const char *id, struct tlm_error *err);
+/* Number of slots, and the pattern in slot i (borrowed; NULL for a removed one). */
 size_t tlm_cep_count(const struct tlm_cep *c);
 const struct tlm_cep_pattern *tlm_cep_get(const struct tlm_cep *c, size_t i);
 

@@ -533,6 +533,86 @@ static void test_fast_form(void **state)
         }
 }
 
+
+/* A rule set changes while events flow: a pattern added mid-stream also sees the events
+ * still buffered; a removed one drops its partial matches and nothing else changes. */
+static int sink_ids(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
+{
+    char *buf = arg;
+    (void)err;
+    strcat(buf, tlm_cep_pattern_id(m->pattern));
+    strcat(buf, ":");
+    for (size_t i = 0; i < m->nstages; i++)
+        for (size_t k = 0; k < m->count[i]; k++) {
+            json_t *e = tlm_cep_event_json(m->events[i][k]);
+            char t[16];
+            snprintf(t, sizeof(t), "%d,", (int)json_integer_value(json_object_get(e, "id")));
+            strcat(buf, t);
+        }
+    strcat(buf, m->timeout ? "T " : " ");
+    return 0;
+}
+
+static void push_named(struct tlm_cep *c, int id, const char *name, long long ts)
+{
+    char line[128];
+    struct tlm_error err;
+    snprintf(line, sizeof(line), "{\"id\":%d,\"name\":\"%s\"}", id, name);
+    assert_int_equal(tlm_cep_push(c, "\"k\"", 3, ts, line, strlen(line), NULL, &err), 0);
+}
+
+static struct tlm_cep_pattern *parse_id(const char *src, const char *id)
+{
+    struct tlm_error err;
+    struct tlm_cep_pattern *p = tlm_cep_pattern_parse(src, &err);
+    assert_non_null(p);
+    assert_int_equal(tlm_cep_pattern_set_id(p, id), 0);
+    return p;
+}
+
+static void test_dynamic_set(void **state)
+{
+    struct tlm_error err;
+    char out[1024] = "";
+    struct tlm_cep_sink sink = { out, sink_ids };
+    (void)state;
+    struct tlm_cep *c = tlm_cep_create();
+    assert_int_equal(tlm_cep_add(c, parse_id("a: name == \"x\" -> b: name == \"y\"", "A"), &err), 0);
+    push_named(c, 1, "x", 1);
+    assert_int_equal(tlm_cep_advance(c, 1, &sink, &err), 0);
+    push_named(c, 2, "y", 2);
+    /* added while y is still buffered: B sees y */
+    assert_int_equal(tlm_cep_add(c, parse_id("c: name == \"y\" -> d: name == \"z\" within 10ns", "B"), &err), 0);
+    assert_int_equal(tlm_cep_add(c, parse_id("e: true", "A"), &err), TLM_EINVAL);
+    push_named(c, 3, "z", 3);
+    assert_int_equal(tlm_cep_advance(c, INT64_MAX, &sink, &err), 0);
+    assert_string_equal(out, "A:1,2, B:2,3, ");
+    tlm_cep_destroy(c);
+
+    out[0] = 0;
+    c = tlm_cep_create();
+    assert_int_equal(tlm_cep_add(c, parse_id("a: name == \"x\" -> b: name == \"y\" within 100ns", "A"), &err), 0);
+    assert_int_equal(tlm_cep_add(c, parse_id("c: name == \"x\" -> d: name == \"z\" within 100ns", "B"), &err), 0);
+    push_named(c, 1, "x", 1);
+    push_named(c, 2, "q", 2);
+    assert_int_equal(tlm_cep_advance(c, 2, &sink, &err), 0);
+    struct tlm_cep_stats st;
+    tlm_cep_stats(c, &st);
+    assert_int_equal(st.partial, 2);
+    assert_int_equal(tlm_cep_remove(c, "A", &err), 0);
+    assert_int_equal(tlm_cep_remove(c, "A", &err), TLM_ENOTFOUND);
+    tlm_cep_stats(c, &st);
+    assert_int_equal(st.partial, 1);
+    assert_null(tlm_cep_get(c, 0));
+    /* A replaced: a new A sees the events from now on */
+    assert_int_equal(tlm_cep_add(c, parse_id("a: name == \"y\"", "A"), &err), 0);
+    push_named(c, 3, "y", 3);
+    push_named(c, 4, "z", 4);
+    assert_int_equal(tlm_cep_advance(c, INT64_MAX, &sink, &err), 0);
+    assert_string_equal(out, "A:3, B:1,4, ");
+    tlm_cep_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_documents),
         cmocka_unit_test(test_fast_form),
+        cmocka_unit_test(test_dynamic_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
