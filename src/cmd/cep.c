@@ -71,7 +71,7 @@ struct cctx {
     const char *timeouts_path;
     const char *late_path;
     struct tlm_cep *cep;
-    struct tlm_expr **emit;          /* per pattern */
+    struct tlm_cep_template **emit;  /* per pattern */
     struct tlm_path *paths;          /* key (if any), then the engine's paths */
     size_t npaths;
     struct tlm_path keypath;
@@ -254,18 +254,11 @@ static size_t pattern_index(struct cctx *c, const struct tlm_cep_pattern *p)
 static int write_emit(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_match *m)
 {
     size_t pi = pattern_index(c, m->pattern);
-    json_t *vals[66], *out = NULL;
-    const char *names[66];
-    size_t n = m->nstages;
+    json_t *out = NULL;
     struct tlm_error err;
-    for (size_t i = 0; i < n; i++)
-        names[i] = tlm_cep_pattern_stage(m->pattern, i);
-    names[n] = "key";
-    tlm_cep_match_bindings(m, vals);
-    struct tlm_expr_env env = { n + 1, names, vals };
-    int rc = tlm_expr_eval(c->emit[pi], NULL, &env, &out, &err);
-    for (size_t i = 0; i <= n; i++)
-        json_decref(vals[i]);
+    int rc = tlm_cep_template_eval(c->emit[pi], m, &out, &err);
+    if (rc == TLM_ENOMEM)
+        return rc;
     if (rc < 0) {
         if (c->emit_errors++ == 0)
             cli_warn("--emit: %s (first of the matches it could not be written for)", err.text);
@@ -458,7 +451,7 @@ int cmd_cep(int argc, char **argv)
         size_t n = tlm_cep_count(c.cep);
         c.emit = calloc(n, sizeof(*c.emit));
         for (size_t i = 0; c.emit && i < n; i++)
-            if (!(c.emit[i] = tlm_cep_compile_template(tlm_cep_get(c.cep, i), c.emit_src, &err)))
+            if (!(c.emit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.emit_src, &err)))
                 cli_usage_error("--emit: column %ld: %s", err.column, err.text);
     }
     build_paths(&c);
@@ -506,7 +499,7 @@ int cmd_cep(int argc, char **argv)
         status = EXIT_DATA;
     }
     for (size_t i = 0; c.emit && i < tlm_cep_count(c.cep); i++)
-        tlm_expr_destroy(c.emit[i]);
+        tlm_cep_template_destroy(c.emit[i]);
     free(c.emit);
     tlm_cep_destroy(c.cep);
     json_decref(c.docs);

@@ -95,6 +95,24 @@ struct tlm_cep_match {
  * new references in values (caller releases each with json_decref). Returns 0 or ENOMEM. */
 int tlm_cep_match_bindings(const struct tlm_cep_match *m, json_t **values);
 
+/* An emit template over one pattern's stages (tlm_cep_compile_template) that builds, for
+ * each matched event, only the fields the template reads (scanned from the event's line
+ * without a DOM) when it reads the stages through plain member paths (`start.timestamp`,
+ * `sum(items.price)`, `first(items).sku`, `count(items)`), and the whole event otherwise. */
+struct tlm_cep_template;
+
+/* Returns the template (caller owns) or NULL with err filled (the column in src). p is
+ * borrowed until tlm_cep_template_destroy. */
+struct tlm_cep_template *tlm_cep_template_create(const struct tlm_cep_pattern *p,
+                                                 const char *src, struct tlm_error *err);
+/* Evaluates t over m (of t's pattern). Returns 1 with a new reference in *out (caller
+ * owns), 0 when the template yields nothing, or a negative code with err filled. */
+int tlm_cep_template_eval(struct tlm_cep_template *t, const struct tlm_cep_match *m,
+                          json_t **out, struct tlm_error *err);
+/* Does t read only member paths (the fast form)? */
+int tlm_cep_template_partial(const struct tlm_cep_template *t);
+void tlm_cep_template_destroy(struct tlm_cep_template *t);
+
 struct tlm_cep_sink {
     void *arg;
     /* A match (timeout = 0) or a timed-out partial match. Return 0 or a negative code. */

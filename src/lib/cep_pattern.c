@@ -28,6 +28,7 @@
 
 #include "cep_int.h"
 #include "expr.h"
+#include "jscan.h"
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -202,6 +203,258 @@ struct tlm_expr *tlm_cep_compile_template(const struct tlm_cep_pattern *p, const
                                           struct tlm_error *err)
 {
     return compile_over(p, src, 0, 1, NULL, err);
+}
+
+/* ---- emit templates ------------------------------------------------------------------ */
+
+struct tlm_cep_template {
+    const struct tlm_cep_pattern *p;
+    struct tlm_expr *expr;
+    struct tlm_path *paths;      /* fields the template reads from the stages' events */
+    size_t npaths;
+    int partial;                 /* 1: events are built from paths only */
+    struct tlm_jscan *scan;
+    struct tlm_jval *vals;
+    const char **names;          /* stage names, then "key" */
+};
+
+/* Adds the dotted path at t[*i..] (identifiers joined by '.') to the template's list;
+ * advances *i past it. Returns 0, or -1 if no identifier starts there. */
+static int tpl_path(struct tlm_cep_template *tp, const char *t, size_t n, size_t *i)
+{
+    struct tlm_path q = { 0, NULL };
+    char *segs[16];
+    size_t k = *i;
+    for (;;) {
+        size_t b = k;
+        if (k >= n || !is_id0((unsigned char)t[k]) || q.nseg == 16)
+            break;
+        while (k < n && is_id((unsigned char)t[k]))
+            k++;
+        segs[q.nseg++] = dupn(t + b, k - b);
+        if (k + 1 < n && t[k] == '.' && is_id0((unsigned char)t[k + 1])) {
+            k++;
+            continue;
+        }
+        break;
+    }
+    if (q.nseg == 0)
+        return -1;
+    for (size_t j = 0; j < tp->npaths; j++) {
+        int same = tp->paths[j].nseg == q.nseg;
+        for (size_t m = 0; same && m < q.nseg; m++)
+            same = strcmp(tp->paths[j].seg[m], segs[m]) == 0;
+        if (same) {
+            for (size_t m = 0; m < q.nseg; m++)
+                free(segs[m]);
+            *i = k;
+            return 0;
+        }
+    }
+    struct tlm_path *np = realloc(tp->paths, (tp->npaths + 1) * sizeof(*np));
+    q.seg = malloc(q.nseg * sizeof(char *));
+    if (!np || !q.seg) {
+        if (np)
+            tp->paths = np;
+        free(q.seg);
+        for (size_t m = 0; m < q.nseg; m++)
+            free(segs[m]);
+        return -1;
+    }
+    memcpy(q.seg, segs, q.nseg * sizeof(char *));
+    tp->paths = np;
+    tp->paths[tp->npaths++] = q;
+    *i = k;
+    return 0;
+}
+
+/* Finds the member paths src reads from the stages; clears tp->partial when a stage is
+ * used in any other way (whole, indexed without a path, passed to a function other than
+ * count, first or last). */
+static void tpl_analyse(struct tlm_cep_template *tp, const char *t)
+{
+    size_t n = strlen(t);
+    tp->partial = 1;
+    for (size_t i = 0; i < n && tp->partial;) {
+        char c = t[i];
+        if (c == '"' || c == '\'') {
+            size_t j = i + 1;
+            while (j < n && t[j] != c)
+                j += (t[j] == '\\' && j + 1 < n) ? 2 : 1;
+            i = j < n ? j + 1 : n;
+            continue;
+        }
+        if (!is_id0((unsigned char)c) ||
+            (i > 0 && (is_id((unsigned char)t[i - 1]) || t[i - 1] == '.' || t[i - 1] == '$' ||
+                       t[i - 1] == '@'))) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < n && is_id((unsigned char)t[j]))
+            j++;
+        int stage = 0;
+        for (size_t s = 0; s < tp->p->n; s++)
+            if (strlen(tp->p->st[s].name) == j - i && !memcmp(tp->p->st[s].name, t + i, j - i))
+                stage = 1;
+        if (!stage) {
+            i = j;
+            continue;
+        }
+        /* what precedes: "count(", "first(" or "last(" */
+        size_t b = i;
+        while (b > 0 && t[b - 1] == ' ')
+            b--;
+        int fn = 0;
+        if (b > 0 && t[b - 1] == '(') {
+            size_t e = b - 1, f = e;
+            while (f > 0 && is_id((unsigned char)t[f - 1]))
+                f--;
+            if (e - f == 5 && !memcmp(t + f, "count", 5))
+                fn = 1;
+            else if ((e - f == 5 && !memcmp(t + f, "first", 5)) || (e - f == 4 && !memcmp(t + f, "last", 4)))
+                fn = 2;
+        }
+        size_t k = j;
+        if (k < n && t[k] == '[') { /* items[0].x, items[*].x */
+            while (k < n && t[k] != ']')
+                k++;
+            k++;
+        }
+        if (k < n && t[k] == '.') {
+            k++;
+            if (tpl_path(tp, t, n, &k))
+                tp->partial = 0;
+            i = k;
+            continue;
+        }
+        while (k < n && t[k] == ' ')
+            k++;
+        if (fn == 1 && k < n && t[k] == ')') {
+            i = k + 1;
+            continue;
+        }
+        if (fn == 2 && k < n && t[k] == ')' && k + 1 < n && t[k + 1] == '.') {
+            k += 2;
+            if (tpl_path(tp, t, n, &k))
+                tp->partial = 0;
+            i = k;
+            continue;
+        }
+        tp->partial = 0;
+    }
+}
+
+struct tlm_cep_template *tlm_cep_template_create(const struct tlm_cep_pattern *p,
+                                                 const char *src, struct tlm_error *err)
+{
+    struct tlm_cep_template *t = calloc(1, sizeof(*t));
+    if (!t || !(t->names = calloc(p->n + 1, sizeof(char *)))) {
+        free(t);
+        tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    t->p = p;
+    for (size_t i = 0; i < p->n; i++)
+        t->names[i] = p->st[i].name;
+    t->names[p->n] = "key";
+    if (!(t->expr = tlm_cep_compile_template(p, src, err))) {
+        tlm_cep_template_destroy(t);
+        return NULL;
+    }
+    tpl_analyse(t, src);
+    if (t->partial && !(t->scan = tlm_jscan_create(t->paths, t->npaths)))
+        t->partial = 0;
+    if (t->partial && t->npaths && !(t->vals = calloc(t->npaths, sizeof(*t->vals))))
+        t->partial = 0;
+    return t;
+}
+
+int tlm_cep_template_partial(const struct tlm_cep_template *t) { return t->partial; }
+
+void tlm_cep_template_destroy(struct tlm_cep_template *t)
+{
+    if (!t)
+        return;
+    tlm_expr_destroy(t->expr);
+    for (size_t i = 0; i < t->npaths; i++) {
+        for (size_t k = 0; k < t->paths[i].nseg; k++)
+            free(t->paths[i].seg[k]);
+        free(t->paths[i].seg);
+    }
+    free(t->paths);
+    tlm_jscan_destroy(t->scan);
+    free(t->vals);
+    free(t->names);
+    free(t);
+}
+
+/* Sets path q to v inside object root, creating the objects on the way. */
+static int tpl_put(json_t *root, const struct tlm_path *q, const struct tlm_jval *v)
+{
+    json_t *o = root;
+    for (size_t i = 0; i + 1 < q->nseg; i++) {
+        json_t *n = json_object_get(o, q->seg[i]);
+        if (!json_is_object(n)) {
+            n = json_object();
+            if (!n || json_object_set_new(o, q->seg[i], n))
+                return -1;
+        }
+        o = n;
+    }
+    json_t *val = tlm_jval_to_json(v);
+    return val ? json_object_set_new(o, q->seg[q->nseg - 1], val) : -1;
+}
+
+/* The event as the template sees it: only its paths, or the whole event. New reference. */
+static json_t *tpl_event(struct tlm_cep_template *t, struct tlm_cep_event *e)
+{
+    if (!t->partial)
+        return json_incref(tlm_cep_event_json(e));
+    size_t len;
+    const char *line = tlm_cep_event_line(e, &len);
+    json_t *o = json_object();
+    if (!o || tlm_jscan_run(t->scan, line, len, t->vals, NULL)) {
+        json_decref(o);
+        return json_incref(tlm_cep_event_json(e));
+    }
+    for (size_t i = 0; i < t->npaths; i++)
+        if (t->vals[i].type != TLM_JNONE && tpl_put(o, &t->paths[i], &t->vals[i])) {
+            json_decref(o);
+            return NULL;
+        }
+    return o;
+}
+
+int tlm_cep_template_eval(struct tlm_cep_template *t, const struct tlm_cep_match *m,
+                          json_t **out, struct tlm_error *err)
+{
+    json_t *vals[CEP_MAX_STAGES + 1];
+    size_t n = m->nstages;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = NULL;
+        if (t->p->loops[i]) {
+            vals[i] = json_array();
+            for (size_t k = 0; vals[i] && k < m->count[i]; k++)
+                if (json_array_append_new(vals[i], tpl_event(t, m->events[i][k])))
+                    rc = TLM_ENOMEM;
+        } else if (m->count[i]) {
+            vals[i] = tpl_event(t, m->events[i][m->count[i] - 1]);
+        }
+        if ((t->p->loops[i] || m->count[i]) && !vals[i])
+            rc = TLM_ENOMEM;
+    }
+    vals[n] = json_loadb(m->key, m->keylen, JSON_DECODE_ANY, NULL);
+    if (rc == 0) {
+        struct tlm_expr_env env = { n + 1, t->names, vals };
+        rc = tlm_expr_eval(t->expr, NULL, &env, out, err);
+    } else {
+        tlm_error_set(err, rc, "out of memory");
+    }
+    for (size_t i = 0; i <= n; i++)
+        json_decref(vals[i]);
+    return rc;
 }
 
 /* ---- the fast form of a condition: field OP literal -------------------------------- */

@@ -613,6 +613,66 @@ static void test_dynamic_set(void **state)
     tlm_cep_destroy(c);
 }
 
+
+/* Emit templates: the member paths they read are built from the scanned line (no DOM),
+ * with the same result as over the whole events; other uses take the whole event. */
+struct tpl_case {
+    const char *src;
+    int partial;
+    const char *want;
+};
+
+static int sink_tpl(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
+{
+    const struct tpl_case *tc = arg;
+    struct tlm_cep_template *t = tlm_cep_template_create(m->pattern, tc->src, err);
+    json_t *out = NULL;
+    assert_non_null(t);
+    assert_int_equal(tlm_cep_template_partial(t), tc->partial);
+    assert_int_equal(tlm_cep_template_eval(t, m, &out, err), 1);
+    char *got = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (strcmp(got, tc->want))
+        fprintf(stderr, "# %s\n#   got    %s\n#   wanted %s\n", tc->src, got, tc->want);
+    assert_string_equal(got, tc->want);
+    free(got);
+    json_decref(out);
+    tlm_cep_template_destroy(t);
+    return 0;
+}
+
+static void test_templates(void **state)
+{
+    static const struct tpl_case cases[] = {
+        { "{\"k\": key, \"d\": end.t - start.t, \"n\": count(items), \"s\": sum(items.p), "
+          "\"f\": first(items).sku, \"l\": last( items ).sku, \"deep\": start.a.b, \"no\": end.zz}",
+          1, "{\"k\":\"u1\",\"d\":9,\"n\":2,\"s\":5.5,\"f\":\"x\",\"l\":\"y\",\"deep\":[1]}" },
+        { "[start.a, items[1].sku, items[*].p]", 1, "[{\"b\":[1]},\"y\",[2,3.5]]" },
+        { "{\"whole\": end, \"i0\": items[0]}", 0,
+          "{\"whole\":{\"m\":\"e\",\"t\":10},\"i0\":{\"m\":\"i\",\"t\":2,\"sku\":\"x\",\"p\":2}}" },
+        { "count(items) + length(start)", 0, "6" },
+    };
+    static const char *const lines[] = {
+        "{\"m\":\"s\",\"t\":1,\"a\":{\"b\":[1]},\"c\":\"\\u0041\"}",
+        "{\"m\":\"i\",\"t\":2,\"sku\":\"x\",\"p\":2}",
+        "{\"m\":\"i\",\"t\":3,\"sku\":\"y\",\"p\":3.5}",
+        "{\"m\":\"e\",\"t\":10}",
+    };
+    (void)state;
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct tlm_error err;
+        struct tlm_cep *c = tlm_cep_create();
+        struct tlm_cep_pattern *p = tlm_cep_pattern_parse(
+            "start: m == \"s\" -> items: m == \"i\"+ greedy -> end: m == \"e\"", &err);
+        assert_int_equal(tlm_cep_add(c, p, &err), 0);
+        for (size_t i = 0; i < 4; i++)
+            assert_int_equal(tlm_cep_push(c, "\"u1\"", 4, (tlm_time_t)i, lines[i],
+                                          strlen(lines[i]), NULL, &err), 0);
+        struct tlm_cep_sink sink = { (void *)&cases[k], sink_tpl };
+        assert_int_equal(tlm_cep_advance(c, INT64_MAX, &sink, &err), 0);
+        tlm_cep_destroy(c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -626,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_documents),
         cmocka_unit_test(test_fast_form),
         cmocka_unit_test(test_dynamic_set),
+        cmocka_unit_test(test_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
