@@ -276,6 +276,9 @@ static const struct row not_rows[] = {
     { "NotFollowedByBeforeOptionalTimes",
       "start: " N("a") " -> !notPattern: " N("b") " ->> middle: " N("c") "{2}? -> end: " N("d"),
       "a@1 c@2 b@3 c@4 d@5", "1 2 4 5", NULL },
+    /* notNext at the end: the match is the events before, when the next one is not b */
+    { "NotNextAtTheEnd", "start: " N("a") " => !notPattern: " N("b"),
+      "a@1 c@2 a@3 b@4 a@5 a@6", "1|5", NULL },
     /* Flink 1.16+: notFollowedBy at the end with within, emitted when within expires */
     { "NotFollowedByWithinAtEnd",
       "start: " N("a") " -> !notPattern: " N("b") " within 10ms",
