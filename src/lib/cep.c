@@ -315,6 +315,8 @@ static void key_free(struct tlm_cep *c, struct key *k)
     free(k);
 }
 
+static void drop_loaded(struct tlm_cep *c);
+
 void tlm_cep_destroy(struct tlm_cep *c)
 {
     if (!c)
@@ -327,9 +329,7 @@ void tlm_cep_destroy(struct tlm_cep *c)
     for (size_t i = 0; i < c->rcount; i++)
         ev_release(c, c->ring[(c->rhead + i) & (c->rcap - 1)].e);
     free(c->ring);
-    for (size_t i = 0; i < c->nloaded; i++)
-        if (c->loaded[i])
-            ev_release(c, c->loaded[i]);
+    drop_loaded(c);
     for (size_t i = 0; i < c->npat; i++)
         tlm_cep_pattern_destroy(c->pat[i]);
     for (size_t i = 0; i < c->npaths; i++) {
@@ -357,7 +357,6 @@ void tlm_cep_destroy(struct tlm_cep *c)
     free(c->cnt);
     free(c->evs);
     free(c->evpool);
-    free(c->loaded);
     free(c);
 }
 
@@ -1437,6 +1436,8 @@ int tlm_cep_push(struct tlm_cep *c, const char *key, size_t keylen, tlm_time_t t
     const struct tlm_path *paths;
     if (!c->paths_done)
         tlm_cep_paths(c, &paths);
+    if (c->loaded)
+        drop_loaded(c);
     struct key *k = key_get(c, key, keylen, 1);
     struct tlm_cep_event *e = k ? ev_new(c, k, ts, line, len) : NULL;
     if (!e)
@@ -1458,10 +1459,24 @@ int tlm_cep_push(struct tlm_cep *c, const char *key, size_t keylen, tlm_time_t t
     return buf_push(c, e) ? tlm_error_set(err, TLM_ENOMEM, "out of memory") : 0;
 }
 
+/* After a restore, the table of loaded events (which held one reference each while the
+ * chains were rebuilt) is no longer needed. */
+static void drop_loaded(struct tlm_cep *c)
+{
+    for (size_t i = 0; i < c->nloaded; i++)
+        if (c->loaded[i])
+            ev_release(c, c->loaded[i]);
+    free(c->loaded);
+    c->loaded = NULL;
+    c->nloaded = 0;
+}
+
 int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink *sink,
                     struct tlm_error *err)
 {
     int rc = 0;
+    if (c->loaded)
+        drop_loaded(c);
     for (;;) {
         int from_ring;
         const struct hent *next = buf_peek(c, &from_ring);
