@@ -206,6 +206,37 @@ static const struct row nfa_rows[] = {
       "1 2 3 4|1 3 4", NULL },
 };
 
+/* more of NFAITCase: loops and times with every contiguity */
+static const struct row nfa2_rows[] = {
+    { "AtLeastOne", "start: " N("c") " ->> middle: " N("a") "+ combinations ->> end1: " N("b"),
+      "c@1 a@3 a@4 b@6", "1 2 3 4|1 2 4|1 3 4", NULL },
+    { "BeginWithAtLeastOne", "start: " N("a") "+ combinations -> end: " N("b"),
+      "a@3 a@4 a@5 b@6", "1 2 3 4|1 2 4|1 3 4|2 3 4|1 4|2 4|3 4", NULL },
+    { "NextZeroOrMore", "start: " N("start") " => middle: " N("middle") "* consecutive -> end: " N("end"),
+      "start@1 event@2 middle@3 middle@4 middle@5 end@6", "1 6", NULL },
+    { "AtLeastOneEager", "start: " N("c") " ->> middle: " N("a") "+ ->> end1: " N("b"),
+      "c@1 a@3 a@4 a@5 b@6", "1 2 3 4 5|1 2 3 5|1 3 4 5|1 4 5|1 3 5|1 2 5", NULL },
+    { "Optional", "start: " N("c") " -> middle: " N("a") "? -> end1: " N("b"),
+      "c@1 a@5 b@6", "1 2 3|1 3", NULL },
+    { "Times", "start: " N("c") " => middle: " N("a") "{2} combinations -> end1: " N("b"),
+      "c@1 a@2 a@3 a@4 b@6", "1 2 3 5|1 2 4 5", NULL },
+    { "StartWithTimes", "middle: " N("a") "{2} consecutive -> end1: " N("b"),
+      "a@2 a@3 a@4 b@6", "1 2 4|2 3 4", NULL },
+    { "TimesNonStrictWithNext", "start: " N("c") " => middle: " N("a") "{2} combinations -> end1: " N("b"),
+      "c@1 a@2 f@3 a@4 f@5 a@6 b@7", "1 2 4 7|1 2 6 7", NULL },
+    { "TimesNotStrictWithFollowedByEager", "start: " N("c") " -> middle: " N("a") "{2} -> end1: " N("b"),
+      "c@1 a@2 a@4 a@6 b@7", "1 2 3 5", NULL },
+};
+
+static void test_nfa2(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(nfa2_rows) / sizeof(nfa2_rows[0]); i++)
+        bad += run_row(&nfa2_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
 static void test_nfa(void **state)
 {
     int bad = 0;
@@ -680,6 +711,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nfa),
+        cmocka_unit_test(test_nfa2),
         cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_not),
         cmocka_unit_test(test_skip),
