@@ -588,6 +588,7 @@ struct ictx {
     const struct cs *cs;
     struct tlm_cep_event *ev;
     signed char memo[CEP_MAX_STAGES];
+    signed char umemo[CEP_MAX_STAGES];
     int bound;
     json_t *vals[CEP_MAX_STAGES + 1];
 };
@@ -602,6 +603,7 @@ static void ictx_init(struct ictx *x, struct tlm_cep *c, size_t pidx, const stru
     x->ev = ev;
     x->bound = 0;
     memset(x->memo, -1, x->pat->n);
+    memset(x->umemo, -1, x->pat->n);
 }
 
 static void ictx_done(struct ictx *x)
@@ -671,6 +673,32 @@ static int stage_holds(struct ictx *x, int i)
     return r;
 }
 
+/* A looping stage's until condition on the event, with the partial match's bindings. */
+static int until_holds(struct ictx *x, int i)
+{
+    const struct cep_stage *s = &x->pat->st[i];
+    if (x->umemo[i] >= 0)
+        return x->umemo[i];
+    if (!x->bound) {
+        if (bind_chain(x->pat, x->cs->chain, x->vals))
+            return 0;
+        x->bound = 1;
+    }
+    const char *names[CEP_MAX_STAGES + 1];
+    for (size_t k = 0; k < x->pat->n; k++)
+        names[k] = x->pat->st[k].name;
+    names[x->pat->n] = "prev";
+    struct tlm_expr_env env = { x->pat->n + 1, names, x->vals };
+    struct tlm_error e;
+    int r = tlm_expr_test(s->until, tlm_cep_event_json(x->ev), &env, &e);
+    if (r < 0) {
+        x->c->cond_errors++;
+        r = 0;
+    }
+    x->umemo[i] = (signed char)r;
+    return r;
+}
+
 static int cond_eval(struct ictx *x, int ci)
 {
     const struct cep_cond *k = &x->pat->c[ci];
@@ -679,6 +707,7 @@ static int cond_eval(struct ictx *x, int ci)
     case CC_STAGE: return stage_holds(x, k->a);
     case CC_NOT: return !cond_eval(x, k->a);
     case CC_OR: return cond_eval(x, k->a) || cond_eval(x, k->b);
+    case CC_UNTIL: return until_holds(x, k->a);
     default: return cond_eval(x, k->a) && cond_eval(x, k->b);
     }
 }

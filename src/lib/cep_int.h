@@ -21,7 +21,7 @@ enum { CEP_NO_SKIP, CEP_SKIP_NEXT, CEP_SKIP_PAST_LAST, CEP_SKIP_FIRST, CEP_SKIP_
 enum { CEP_TAKE, CEP_IGNORE, CEP_PROCEED };
 enum { CEP_NORMAL, CEP_FINAL, CEP_STOP, CEP_PENDING };
 /* Condition tree nodes. */
-enum { CC_TRUE, CC_STAGE, CC_NOT, CC_AND, CC_OR };
+enum { CC_TRUE, CC_STAGE, CC_NOT, CC_AND, CC_OR, CC_UNTIL };
 
 /* A comparison of one field with a literal, evaluated on the scanned value (no DOM). */
 struct cep_fast {
@@ -41,6 +41,8 @@ struct cep_stage {
     char *src;               /* the condition as written */
     long srccol;             /* its 1-based column in the one-line form, or 0 */
     struct tlm_expr *expr;   /* compiled (looping stage names rewritten) */
+    char *until_src;         /* until(): the loop's stop condition as written, or NULL */
+    struct tlm_expr *until;  /* compiled, evaluated per partial match and event */
     int iterative;           /* reads other stages or prev: evaluated per partial match */
     int contig;              /* towards the previous stage (CEP_*); stage 0: CEP_STRICT */
     int min, max;            /* times; max -1 = unbounded (looping) */

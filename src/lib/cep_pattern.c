@@ -6,6 +6,7 @@
  *   pattern  := stage { op stage } [ "within" DURATION ] [ skip ]
  *   op       := "=>" (next, strict) | "->" (followedBy, relaxed) | "->>" (followedByAny)
  *   stage    := [ "!" ] NAME ":" CONDITION [ quant ] { "greedy" | "consecutive" | "combinations" }
+ *               [ "until" CONDITION ]
  *   quant    := ( "+" | "*" | "?" | "{" N "}" | "{" N "," "}" | "{" N "," M "}" ) [ "?" ]
  *   skip     := "skip to next" | "skip past last event" | "skip to first" NAME
  *             | "skip to last" NAME | "no skip"
@@ -61,6 +62,8 @@ void tlm_cep_pattern_destroy(struct tlm_cep_pattern *p)
         free(p->st[i].name);
         free(p->st[i].src);
         tlm_expr_destroy(p->st[i].expr);
+        free(p->st[i].until_src);
+        tlm_expr_destroy(p->st[i].until);
         free(p->st[i].fast.str);
         if (p->st[i].fast.p.seg) {
             for (size_t k = 0; k < p->st[i].fast.p.nseg; k++)
@@ -720,11 +723,24 @@ static int singleton(struct comp *k, int sink, int proceed, int take, int ignore
     return s;
 }
 
+/* Flink's extendWithUntilCondition: the loop neither takes nor skips an event that meets
+ * its until condition. */
+static int until_ext(struct comp *k, int cond, int is_take)
+{
+    const struct cep_stage *st = &k->p->st[k->cur];
+    if (!st->until)
+        return cond;
+    int nu = c_not(k, cnew(k, CC_UNTIL, k->cur, 0));
+    if (cond >= 0)
+        return c_and(k, nu, cond);
+    return is_take ? nu : cond;
+}
+
 static int looping(struct comp *k, int sink)
 {
     const struct cep_stage *st = &k->p->st[k->cur];
-    int take = c_take(k, k->cur);
-    int ign = ignore_cond(k, k->cur, st->inner);
+    int take = until_ext(k, c_take(k, k->cur), 1);
+    int ign = until_ext(k, ignore_cond(k, k->cur, st->inner), 0);
     int pc = c_true(k);
     if (st->greedy)
         pc = greedy_cond(k, pc, take, ign);
@@ -749,8 +765,8 @@ static int times_state(struct comp *k, int sink, int proceed, int from, int to)
 {
     const struct cep_stage *st = &k->p->st[k->cur];
     int last = sink;
-    int take = c_take(k, k->cur);
-    int ign = ignore_cond(k, k->cur, st->inner);
+    int take = until_ext(k, c_take(k, k->cur), 1);
+    int ign = until_ext(k, ignore_cond(k, k->cur, st->inner), 0);
     for (int i = from; i < to; i++) {
         last = singleton(k, last, proceed, take, ign, 1);
         add_stop_to_looping(k, last);
@@ -855,6 +871,9 @@ static int finish(struct tlm_cep_pattern *p, struct tlm_error *err)
                         s->name);
         if (s->greedy && s->max == 1)
             return perr(err, s->col, "greedy applies to a quantified stage ('%s')", s->name);
+        if (s->until_src && s->max >= 0)
+            return perr(err, s->col, "until applies to a stage that loops (+, * or {n,}): '%s'",
+                        s->name);
         if (s->inner != CEP_RELAXED && s->max == 1)
             return perr(err, s->col, "consecutive and combinations apply to a quantified stage ('%s')",
                         s->name);
@@ -890,6 +909,15 @@ static int finish(struct tlm_cep_pattern *p, struct tlm_error *err)
         }
         s->iterative = iter;
         s->npaths = tlm_expr_root_paths(s->expr, &s->paths);
+        if (s->until_src && !(s->until = compile_over(p, s->until_src, 1, 0, NULL, err))) {
+            if (err) {
+                char buf[TLM_ERROR_TEXT];
+                snprintf(buf, sizeof(buf), "%.400s", err->text);
+                snprintf(err->text, sizeof(err->text), "stage '%.60s': until: %.400s", s->name, buf);
+                err->column = s->col;
+            }
+            return TLM_EPARSE;
+        }
         if (!iter)
             fast_form(s);
     }
@@ -1006,6 +1034,36 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
         return perr(err, (long)(off + i + 1), "expected ':' after the stage name%s", NULL);
     i++;
     size_t end = n;
+    /* "... until <condition>": the loop's stop condition, at the top level of the text */
+    {
+        int depth = 0;
+        for (size_t j = i; j + 7 <= n; j++) {
+            char ch = t[j];
+            if (ch == '"' || ch == '\'') {
+                j++;
+                while (j < n && t[j] != ch)
+                    j += t[j] == '\\' ? 2 : 1;
+                continue;
+            }
+            if (ch == '(' || ch == '[' || ch == '{')
+                depth++;
+            else if (ch == ')' || ch == ']' || ch == '}')
+                depth--;
+            else if (depth == 0 && isspace((unsigned char)ch) && !strncmp(t + j + 1, "until", 5) &&
+                     isspace((unsigned char)t[j + 6])) {
+                size_t us = j + 6, ue = n;
+                while (us < n && isspace((unsigned char)t[us]))
+                    us++;
+                rtrim(t, &ue);
+                if (us >= ue)
+                    return perr(err, (long)(off + j + 2), "expected a condition after until%s", NULL);
+                if (!(s.until_src = dupn(t + us, ue - us)))
+                    return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                end = j;
+                break;
+            }
+        }
+    }
     rtrim(t, &end);
     for (;;) {
         if (ends_word(t + i, end - i, "greedy")) {
@@ -1051,11 +1109,14 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
             s.min = s.max = a;
         } else {
             free(q);
+            free(s.until_src);
             return perr(err, (long)(off + b + 1), "expected {n}, {n,} or {n,m}%s", NULL);
         }
         free(q);
-        if (s.min < 0 || s.max == 0)
+        if (s.min < 0 || s.max == 0) {
+            free(s.until_src);
             return perr(err, (long)(off + b + 1), "counts must be positive%s", NULL);
+        }
         if (s.max < 0 && s.min == 0) {
             s.min = 1;
             s.optional = 1;
@@ -1066,8 +1127,10 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
     size_t cs = i;
     while (cs < end && isspace((unsigned char)t[cs]))
         cs++;
-    if (cs >= end)
+    if (cs >= end) {
+        free(s.until_src);
         return perr(err, (long)(off + cs + 1), "expected a condition after ':'%s", NULL);
+    }
     s.name = dupn(t + ns, ne - ns);
     s.col = (long)(off + ns + 1);
     s.srccol = (long)(off + cs + 1);
@@ -1075,6 +1138,7 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
     if (!s.name || !s.src || add_stage(p, &s)) {
         free(s.name);
         free(s.src);
+        free(s.until_src);
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     }
     return 0;
@@ -1304,13 +1368,20 @@ struct tlm_cep_pattern *tlm_cep_pattern_from_json(const json_t *doc, struct tlm_
                 st.min = 1;
                 st.optional = 1;
             }
+            if ((v = json_object_get(s, "until")) && !json_is_string(v)) {
+                jerr(err, "\"until\" must be a condition (a string)");
+                goto fail;
+            }
             st.optional |= json_is_true(json_object_get(s, "optional"));
             st.greedy = json_is_true(json_object_get(s, "greedy"));
             st.name = strdup(json_string_value(name));
             st.src = strdup(json_string_value(where));
+            if (json_is_string(v = json_object_get(s, "until")))
+                st.until_src = strdup(json_string_value(v));
             if (!st.name || !st.src || add_stage(p, &st)) {
                 free(st.name);
                 free(st.src);
+                free(st.until_src);
                 tlm_error_set(err, TLM_ENOMEM, "out of memory");
                 goto fail;
             }
@@ -1370,6 +1441,8 @@ json_t *tlm_cep_pattern_to_json(const struct tlm_cep_pattern *p)
             json_object_set_new(o, "greedy", json_true());
         if (s->max != 1)
             json_object_set_new(o, "inner", json_string(inner_names[s->inner]));
+        if (s->until_src)
+            json_object_set_new(o, "until", json_string(s->until_src));
         json_array_append_new(stages, o);
     }
     json_object_set_new(doc, "stages", stages);

@@ -414,6 +414,42 @@ static void test_iterative(void **state)
 }
 
 
+/* UntilConditionITCase (the until condition: price == 5) */
+#define U " until price == 5"
+#define UEV "c@1:1 a@3:2 a@4:3 a@6:5 a@7:6"
+#define UEV3 "c@1:1 a@3:2 a@4:3 a@5:4 a@6:5 a@7:6"
+static const struct row until_rows[] = {
+    { "UntilFollowedByOneOrMore", "start: " N("c") " -> middle: " N("a") "+" U " -> end: price == 5",
+      UEV, "1 2 3 4|1 2 4", NULL },
+    { "UntilFollowedByOneOrMoreCombinations",
+      "start: " N("c") " -> middle: " N("a") "+ combinations" U " -> end: price == 5",
+      UEV3, "1 2 3 4 5|1 2 3 5|1 2 4 5|1 2 5", NULL },
+    { "UntilFollowedByOneOrMoreConsecutive",
+      "start: " N("c") " -> middle: " N("a") "+ consecutive" U " -> end: price == 5",
+      "c@1:1 a@3:2 a@4:3 a@7:5 a@8:6", "1 2 3 4|1 2 4", NULL },
+    { "UntilFollowedByZeroOrMore", "start: " N("c") " -> middle: " N("a") "*" U " -> end: price == 5",
+      UEV, "1 2 3 4|1 2 4|1 4", NULL },
+    { "UntilFollowedByZeroOrMoreCombinations",
+      "start: " N("c") " -> middle: " N("a") "* combinations" U " -> end: price == 5",
+      UEV3, "1 2 3 4 5|1 2 3 5|1 2 4 5|1 2 5|1 5", NULL },
+    { "UntilFollowedByZeroOrMoreConsecutive",
+      "start: " N("c") " -> middle: " N("a") "* consecutive" U " -> end: price == 5",
+      "c@1:1 a@3:2 a@4:3 a@7:5 a@8:6", "1 2 3 4|1 2 4|1 4", NULL },
+    { "UntilFollowedByAnyOneOrMore", "start: " N("c") " ->> middle: " N("a") "+" U,
+      UEV, "1 2 3|1 2|1 3|1 5", NULL },
+    { "UntilFollowedByAnyZeroOrMore", "start: " N("c") " ->> middle: " N("a") "*" U,
+      UEV, "1 2 3|1 2|1 3|1 5|1", NULL },
+};
+
+static void test_until(void **state)
+{
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(until_rows) / sizeof(until_rows[0]); i++)
+        bad += run_row(&until_rows[i], 0);
+    assert_int_equal(bad, 0);
+}
+
 /* TimesRangeITCase (ConsecutiveData: c, a, a, a, b) */
 #define CONS "c@1 f@2 a@3 f@4 a@5 a@6 b@7"
 static const struct row times_rows[] = {
@@ -460,6 +496,7 @@ static void test_errors(void **state)
         { "a: x -> b: y skip to first a", 1, "loop forever" },
         { "a: x+ greedy", 1, NULL },
         { "a: x greedy -> b: y", 1, "greedy applies to a quantified stage" },
+        { "a: x -> b: y{2} until z", 9, "until applies to a stage that loops" },
         { "a: x -> b: y? -> !c: z -> d: w", 19, "cannot follow an optional stage" },
     };
     (void)state;
@@ -717,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_skip),
         cmocka_unit_test(test_iterative),
         cmocka_unit_test(test_times),
+        cmocka_unit_test(test_until),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_documents),
         cmocka_unit_test(test_fast_form),
