@@ -141,7 +141,7 @@ struct tlm_cep {
     struct tlm_cep_event **loaded;
     size_t nloaded;
     /* counters */
-    long long npartial, nnodes, nbuffered, nevents, evbytes, matches, timeouts, cond_errors;
+    long long nnodes, nbuffered, nevents, evbytes, matches, timeouts, cond_errors;
 };
 
 /* ---- small pieces ------------------------------------------------------------------ */
@@ -826,7 +826,6 @@ static void prune(struct tlm_cep *c, const struct tlm_cep_pattern *pat, struct c
                                     : (s->start_seq < seq ? -1 : s->start_seq > seq);
         if (s->has_start && (strict ? cmp < 0 : cmp <= 0)) {
             node_release(c, s->chain);
-            c->npartial--;
             continue;
         }
         v->v[o++] = *s;
@@ -853,7 +852,6 @@ static int process_skip(struct tlm_cep *c, size_t pidx, struct key *key, struct 
         struct cs m = nfa->done.v[0];
         memmove(nfa->done.v, nfa->done.v + 1, (nfa->done.n - 1) * sizeof(struct cs));
         nfa->done.n--;
-        c->npartial--;
         tlm_time_t ts;
         unsigned long long seq;
         if (pruning_id(pat, m.chain, &ts, &seq)) {
@@ -931,16 +929,15 @@ static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create
 /* Appends a computation state holding a reference to chain: a new one, or with *moved
  * unset, the reference of the state it comes from (which then must not drop it; this
  * spares touching the reference count of an old, cold node). moved may be NULL. */
-static int add_state(struct tlm_cep *c, struct csvec *out, int state, struct node *chain,
-                     int has_start, tlm_time_t start_ts, unsigned long long start_seq,
-                     tlm_time_t prev_ts, int *moved)
+static int add_state(struct csvec *out, int state, struct node *chain, int has_start,
+                     tlm_time_t start_ts, unsigned long long start_seq, tlm_time_t prev_ts,
+                     int *moved)
 {
     struct cs s = { state, has_start, chain, start_ts, start_seq, prev_ts };
     if (moved && !*moved)
         *moved = 1;
     else if (chain)
         chain->refs++;
-    c->npartial++;
     return vpush(out, &s);
 }
 
@@ -994,7 +991,7 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
     for (int i = 0; i < ne && rc == 0; i++) {
         if (edges[i].action == CEP_IGNORE) {
             if (!is_start)
-                rc = add_state(c, out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
+                rc = add_state(out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
                                cs->start_seq, cs->prev_ts, moved);
             continue;
         }
@@ -1015,13 +1012,13 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         c->nnodes++;
         tlm_time_t st = is_start ? ev->ts : cs->start_ts;
         unsigned long long sq = is_start ? ev->seq : cs->start_seq;
-        rc = add_state(c, out, edges[i].target, n, 1, st, sq, ev->ts, NULL);
+        rc = add_state(out, edges[i].target, n, 1, st, sq, ev->ts, NULL);
         int f = rc ? -1 : final_after_proceed(&x, edges[i].target);
         if (f >= 0)
-            rc = add_state(c, out, f, n, 1, st, sq, ev->ts, NULL);
+            rc = add_state(out, f, n, 1, st, sq, ev->ts, NULL);
     }
     if (is_start && rc == 0)
-        rc = add_state(c, out, pat->start, NULL, 0, 0, 0, 0, NULL);
+        rc = add_state(out, pat->start, NULL, 0, 0, 0, 0, NULL);
     ictx_done(&x);
     return rc;
 }
@@ -1085,13 +1082,11 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
                 rc = vpush(&pm, r);
             else if (type == CEP_STOP || discard) {
                 node_release(c, r->chain);
-                c->npartial--;
             } else
                 rc = vpush(&np, r);
         }
         if (!moved)
             node_release(c, cs->chain);
-        c->npartial--;
     }
     c->np = np;
     c->pm = pm;
@@ -1112,7 +1107,6 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
             if (rc == 0)
                 rc = emit_chain(c, pidx, key, c->pm.v[i].chain, 0, 0, sink, err);
             node_release(c, c->pm.v[i].chain);
-            c->npartial--;
         }
         c->pm.n = 0;
         return rc;
@@ -1147,7 +1141,6 @@ static int advance_key(struct tlm_cep *c, struct key *key, tlm_time_t t,
                 if (rc == 0)
                     rc = emit_chain(c, p, key, s.chain, 1, at, sink, err);
                 node_release(c, s.chain);
-                c->npartial--;
                 continue;
             }
             nfa->pm.v[o++] = s;
@@ -1730,7 +1723,6 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
             c->nnodes++;
             s.chain = n;
         }
-        c->npartial++;
         struct csvec *v = json_is_true(json_object_get(rec, "done")) ||
                                   json_integer_value(json_object_get(rec, "done"))
                               ? &f->done
