@@ -9,13 +9,16 @@ trap 'rm -rf "$tmp"' EXIT
 
 # a checkout within 24 h is a match (written through --emit); a session whose 24 h run
 # out first is a timed-out partial match, written to --timeouts with the items it holds:
-# the abandoned cart. The greedy loop keeps one partial match per session (all items),
-# and skipping past the checkout drops the others of a session that checked out.
+# the abandoned cart (the seed's ABANDONED_CART_EMAIL, through --timeout-emit). The
+# greedy loop keeps one partial match per session (all items), and skipping past the
+# checkout drops the others of a session that checked out.
 "$TELEM" cep --key session --max-out-of-order 5m --no-watermarks \
     --pattern 'start: metric == "app_start" -> items: metric == "add_to_basket"* greedy
                -> checkout: metric == "checkout" within 24h skip past last event' \
     --emit '{"checkout": key, "items": count(items), "total": sum(items.price)}' \
-    --timeouts "$tmp/abandoned.ndjson" --state "$tmp/state" events.ndjson
+    --timeouts "$tmp/abandoned.ndjson" \
+    --timeout-emit '{"abandoned_cart_email": key, "items": count(items), "total": sum(items.price), "since": start.timestamp}' \
+    --state "$tmp/state" events.ndjson
 # the run ends with a snapshot (--state): only the 24 h that passed in event time have
 # fired, so s5 (started on the last day) is still open
 "$TELEM" inspect "$tmp/state" > /dev/null

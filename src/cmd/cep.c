@@ -25,11 +25,12 @@
 
 static const char *const usage[] = {
     "telem cep (--pattern <pattern> | --pattern-file <file>)... [--key <field>]",
-    "          [--emit <template>] [--timeouts <file>] [--late <file>] [<options>] [<file>...]",
+    "          [--emit <template>] [--timeouts <file> [--timeout-emit <template>]]",
+    "          [--late <file>] [<options>] [<file>...]",
     NULL,
 };
 
-enum { K_PATTERN = CLI_KEY_CMD, K_PATTERN_FILE, K_KEY, K_EMIT, K_TIMEOUTS, K_LATE };
+enum { K_PATTERN = CLI_KEY_CMD, K_PATTERN_FILE, K_KEY, K_EMIT, K_TIMEOUTS, K_TIMEOUT_EMIT, K_LATE };
 
 static const struct cli_opt pattern_opts[] = {
     { "pattern", K_PATTERN, "<pattern>", "a pattern in the pattern language (repeatable; ids p1, p2...)" },
@@ -41,6 +42,7 @@ static const struct cli_opt pattern_opts[] = {
 static const struct cli_opt out_opts[] = {
     { "emit", K_EMIT, "<template>", "write each match as this expression over its stages" },
     { "timeouts", K_TIMEOUTS, "<file>", "write partial matches expired by within to <file>" },
+    { "timeout-emit", K_TIMEOUT_EMIT, "<template>", "write each expired partial match as this expression" },
     { "late", K_LATE, "<file>", "write events behind the watermark to <file>, unchanged" },
     { NULL, 0, NULL, NULL },
 };
@@ -69,9 +71,11 @@ struct cctx {
     const char *key_field;
     const char *emit_src;
     const char *timeouts_path;
+    const char *timeout_emit_src;
     const char *late_path;
     struct tlm_cep *cep;
     struct tlm_cep_template **emit;  /* per pattern */
+    struct tlm_cep_template **temit; /* per pattern, for timeouts */
     struct tlm_path *paths;          /* key (if any), then the engine's paths */
     size_t npaths;
     struct tlm_path keypath;
@@ -95,6 +99,7 @@ static void handle(int key, const char *arg, void *p)
     case K_KEY: c->key_field = arg; return;
     case K_EMIT: c->emit_src = arg; return;
     case K_TIMEOUTS: c->timeouts_path = arg; return;
+    case K_TIMEOUT_EMIT: c->timeout_emit_src = arg; return;
     case K_LATE: c->late_path = arg; return;
     default: return;
     }
@@ -256,7 +261,7 @@ static int write_emit(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_ma
     size_t pi = pattern_index(c, m->pattern);
     json_t *out = NULL;
     struct tlm_error err;
-    int rc = tlm_cep_template_eval(c->emit[pi], m, &out, &err);
+    int rc = tlm_cep_template_eval(m->timeout ? c->temit[pi] : c->emit[pi], m, &out, &err);
     if (rc == TLM_ENOMEM)
         return rc;
     if (rc < 0) {
@@ -283,6 +288,12 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
         if (!c->timeouts &&
             (rc = tlm_writer_open(c->timeouts_path, stage_restored(c->st), &c->timeouts, err)))
             return rc;
+        if (c->temit) {
+            rc = write_emit(c, &c->timeouts->buf, m);
+            if (rc < 0)
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            return rc ? tlm_writer_end_line(c->timeouts, err) : 0;
+        }
         if (write_default(c, &c->timeouts->buf, m))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         return tlm_writer_end_line(c->timeouts, err);
@@ -388,8 +399,9 @@ static int on_flush(void *ctx)
 static json_t *shape(void *ctx)
 {
     struct cctx *c = ctx;
-    return json_pack("{sOssss}", "patterns", c->docs, "key", c->key_field ? c->key_field : "",
-                     "emit", c->emit_src ? c->emit_src : "");
+    return json_pack("{sOssssss}", "patterns", c->docs, "key", c->key_field ? c->key_field : "",
+                     "emit", c->emit_src ? c->emit_src : "", "timeout_emit",
+                     c->timeout_emit_src ? c->timeout_emit_src : "");
 }
 
 static int put_rec(void *arg, const json_t *rec)
@@ -454,6 +466,16 @@ int cmd_cep(int argc, char **argv)
             if (!(c.emit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.emit_src, &err)))
                 cli_usage_error("--emit: column %ld: %s", err.column, err.text);
     }
+    if (c.timeout_emit_src) {
+        size_t n = tlm_cep_count(c.cep);
+        if (!c.timeouts_path)
+            cli_usage_error("--timeout-emit needs --timeouts <file>");
+        c.temit = calloc(n, sizeof(*c.temit));
+        for (size_t i = 0; c.temit && i < n; i++)
+            if (!(c.temit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.timeout_emit_src,
+                                                       &err)))
+                cli_usage_error("--timeout-emit: column %ld: %s", err.column, err.text);
+    }
     build_paths(&c);
 
     memset(&ops, 0, sizeof(ops));
@@ -498,9 +520,12 @@ int cmd_cep(int argc, char **argv)
         cli_report(&err);
         status = EXIT_DATA;
     }
-    for (size_t i = 0; c.emit && i < tlm_cep_count(c.cep); i++)
-        tlm_cep_template_destroy(c.emit[i]);
+    for (size_t i = 0; i < tlm_cep_count(c.cep); i++) {
+        tlm_cep_template_destroy(c.emit ? c.emit[i] : NULL);
+        tlm_cep_template_destroy(c.temit ? c.temit[i] : NULL);
+    }
     free(c.emit);
+    free(c.temit);
     tlm_cep_destroy(c.cep);
     json_decref(c.docs);
     if (c.keypath.seg) {
