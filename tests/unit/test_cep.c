@@ -472,12 +472,35 @@ static const struct row times_rows[] = {
       CONS, "1 3 5 6 7|1 3 5 7|1 3 6 7|1 5 6 7|1 7", NULL },
 };
 
+/* TimesOrMoreITCase (without a per-stage time) */
+static const struct row times_more_rows[] = {
+    { "TimesOrMore", "start: " N("c") " -> middle: " N("a") "{2,} combinations -> end1: " N("b"),
+      "c@1 a@2 a@3 a@4 b@6", "1 2 3 4 5|1 2 3 5|1 2 4 5", NULL },
+    { "TimesOrMoreNonStrict", "start: " N("c") " ->> middle: " N("a") "{2,} combinations -> end1: " N("b"),
+      CONS, "1 3 5 6 7|1 3 5 7|1 3 6 7|1 5 6 7", NULL },
+    { "TimesOrMoreStrict", "start: " N("c") " ->> middle: " N("a") "{2} consecutive -> end1: " N("b"),
+      CONS, "1 5 6 7", NULL },
+    { "TimesOrMoreStrictOptional",
+      "start: " N("c") " ->> middle: " N("a") "{2,}? consecutive -> end1: " N("b"),
+      CONS, "1 5 6 7|1 7", NULL },
+    { "TimesOrMoreStrictOptional2",
+      "start: " N("c") " => middle: " N("a") "{2,}? consecutive -> end1: " N("b"),
+      "c@1 a@3 a@5 a@6 b@7", "1 2 3 4 5|1 2 3 5|1 5", NULL },
+    { "TimesOrMoreNonStrictOptional", "start: " N("c") " -> middle: " N("a") "{2,}? -> end1: " N("b"),
+      "c@1 f@2 b@7", "1 3", NULL },
+    { "TimesOrMoreNonStrictOptional2",
+      "start: " N("c") " ->> middle: " N("a") "{2,}? combinations -> end1: " N("b"),
+      CONS, "1 3 5 6 7|1 3 5 7|1 5 6 7|1 7|1 3 6 7", NULL },
+};
+
 static void test_times(void **state)
 {
     int bad = 0;
     (void)state;
     for (size_t i = 0; i < sizeof(times_rows) / sizeof(times_rows[0]); i++)
         bad += run_row(&times_rows[i], 0);
+    for (size_t i = 0; i < sizeof(times_more_rows) / sizeof(times_more_rows[0]); i++)
+        bad += run_row(&times_more_rows[i], 0);
     assert_int_equal(bad, 0);
 }
 
