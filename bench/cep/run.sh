@@ -50,6 +50,9 @@ t_emit=$(timeit "$PIN $TELEM cep --key session --no-watermarks --pattern '$PAT' 
 row "telem cep --emit template" "$t_emit"
 t_nok=$(timeit "$PIN $TELEM cep --no-watermarks --pattern '$PAT' $tmp/ev")
 row "telem cep without --key (one stream)" "$t_nok"
+RARE='start: metric == "start" -> end: metric == "end" && value > 990 within 1h'
+t_rare=$(timeit "$PIN $TELEM cep --key session --no-watermarks --pattern '$RARE' $tmp/ev")
+row "telem cep, 1 % of ends match (~10 open partial matches per key)" "$t_rare"
 echo
 echo "ratio telem cep / cat: $(echo "$t_def / $t_cat" | bc -l | cut -c1-5)"
 
