@@ -1001,6 +1001,15 @@ static int ends_word(const char *t, size_t n, const char *w)
            isspace((unsigned char)t[n - l - 1]);
 }
 
+/* Where the "{" of a trailing "{...}" in t[i..end) is (t[end - 1] is '}'), or -1. */
+static size_t brace_at(const char *t, size_t i, size_t end)
+{
+    size_t b = end - 1;
+    while (b > i && t[b] != '{')
+        b--;
+    return t[b] == '{' && b + 1 < end ? b : (size_t)-1;
+}
+
 /* One stage: "[!]name: condition [quant] [modifiers]" at src[off..off+n). */
 static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, size_t n,
                        int contig, struct tlm_error *err)
@@ -1091,10 +1100,8 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
         s.max = -1;
         s.optional = 1;
         end--;
-    } else if (end > i && t[end - 1] == '}') {
-        size_t b = end - 1;
-        while (b > i && t[b] != '{')
-            b--;
+    } else if (end > i && t[end - 1] == '}' && brace_at(t, i, end) != (size_t)-1) {
+        size_t b = brace_at(t, i, end);
         char *q = dupn(t + b + 1, end - b - 2);
         int a = -1, c = -1, len = 0;
         if (!q)

@@ -520,6 +520,7 @@ static void test_errors(void **state)
         { "a: x+ greedy", 1, NULL },
         { "a: x greedy -> b: y", 1, "greedy applies to a quantified stage" },
         { "a: x -> b: y{2} until z", 9, "until applies to a stage that loops" },
+        { "a: x -> b: }", 12, "stage 'b'" }, /* a fuzz find: a '}' that closes no '{' */
         { "a: x -> b: y? -> !c: z -> d: w", 19, "cannot follow an optional stage" },
     };
     (void)state;
