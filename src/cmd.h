@@ -11,6 +11,7 @@ struct telem_cmd {
     const char *summary;               /* one line for `telem --help` */
 };
 
+int cmd_cep(int argc, char **argv);
 int cmd_enrich(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);

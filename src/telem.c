@@ -19,6 +19,7 @@
 
 /* Sorted by name. */
 static const struct telem_cmd cmds[] = {
+    { "cep", cmd_cep, "detect event patterns (Flink CEP) per key in event time" },
     { "enrich", cmd_enrich, "join events with reference tables, SQLite queries or another stream" },
     { "gen", cmd_gen, "generate deterministic synthetic telemetry" },
     { "ingest", cmd_ingest, "read telemetry in many formats as NDJSON events" },
