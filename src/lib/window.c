@@ -35,15 +35,15 @@ struct win {
     unsigned char state[] __attribute__((aligned(16))); /* tlm_aggs state block */
 };
 
-#define WIN_INLINE 4     /* window pointers held inside struct wkey */
+#define WIN_INLINE 2     /* window pointers held inside struct wkey */
 /* what a key was reported to cost before the inline pointers (--stats state_bytes) */
 #define WKEY_BYTES (sizeof(struct wkey) - WIN_INLINE * sizeof(struct win *))
 
 struct wkey {
-    uint64_t hash;
+    uint32_t hash_hi;    /* high half of the key's hash: its home slot */
+    uint16_t tag;        /* low 16 bits of the hash, kept in its slot */
     uint32_t klen;
     uint32_t nwin, capwin;
-    uint64_t order;      /* first-seen order */
     struct win **wins;   /* sorted by start; == inl while capwin <= WIN_INLINE */
     char *last;          /* --fill last: aggregate text of the last row, or NULL */
     struct win *inl[WIN_INLINE]; /* the first windows, without an allocation */
@@ -64,10 +64,16 @@ struct timer {
     struct wkey *key;
 };
 
-struct slot {
-    uint64_t hash;       /* of the key text; the slot is free when k is NULL */
-    struct wkey *k;
-};
+/* A slot is one word: the key's address in the low 48 bits and its hash tag in the high
+ * 16, so that a probe touches a key only when the tags agree and the table costs 8 bytes
+ * a slot. 0 is a free slot. (User-space addresses on x86-64 and arm64 Linux fit in 48
+ * bits; tab_insert refuses one that does not.) */
+typedef uint64_t slot_t;
+#define SLOT_PTR_BITS 48
+#define SLOT_KEY(v) ((struct wkey *)(uintptr_t)((v) & ((UINT64_C(1) << SLOT_PTR_BITS) - 1)))
+#define SLOT_TAG(v) ((uint16_t)((v) >> SLOT_PTR_BITS))
+#define HASH_HOME(h) ((uint32_t)((h) >> 32))
+#define HASH_TAG(h) ((uint16_t)(h))
 
 struct tlm_window {
     struct tlm_window_opts o;
@@ -78,7 +84,7 @@ struct tlm_window {
     char **key_prefix;     /* "name": per key field, rendered once */
     size_t *key_prefix_len;
 
-    struct slot *tab;    /* open addressing, power of two, at most half full */
+    slot_t *tab;         /* open addressing, power of two, at most half full */
     size_t tab_cap, nkeys;
     struct wkey **keys;  /* in first-seen order, for fill and snapshots */
     size_t keys_cap;
@@ -283,16 +289,20 @@ static int render_key(struct tlm_window *w, const struct tlm_jval *keys)
 static int tab_insert(struct tlm_window *w, struct wkey *k)
 {
     size_t j;
+    if ((uintptr_t)k >> SLOT_PTR_BITS)
+        return TLM_ENOMEM; /* an address beyond 48 bits: no room for the tag */
     if ((w->nkeys + 1) * 2 > w->tab_cap) {
         size_t ncap = w->tab_cap * 2;
-        struct slot *nt = calloc(ncap, sizeof(*nt));
-        if (!nt)
+        slot_t *nt;
+        if (ncap > (size_t)UINT32_MAX + 1)
+            return TLM_ENOMEM; /* the home slot is 32 bits of the hash */
+        if (!(nt = calloc(ncap, sizeof(*nt))))
             return TLM_ENOMEM;
         for (size_t i = 0; i < w->tab_cap; i++) {
-            if (!w->tab[i].k)
+            if (!w->tab[i])
                 continue;
-            j = w->tab[i].hash & (ncap - 1);
-            while (nt[j].k)
+            j = SLOT_KEY(w->tab[i])->hash_hi & (ncap - 1);
+            while (nt[j])
                 j = (j + 1) & (ncap - 1);
             nt[j] = w->tab[i];
         }
@@ -300,11 +310,10 @@ static int tab_insert(struct tlm_window *w, struct wkey *k)
         w->tab = nt;
         w->tab_cap = ncap;
     }
-    j = k->hash & (w->tab_cap - 1);
-    while (w->tab[j].k)
+    j = k->hash_hi & (w->tab_cap - 1);
+    while (w->tab[j])
         j = (j + 1) & (w->tab_cap - 1);
-    w->tab[j].hash = k->hash;
-    w->tab[j].k = k;
+    w->tab[j] = (uint64_t)(uintptr_t)k | (uint64_t)k->tag << SLOT_PTR_BITS;
     return 0;
 }
 
@@ -313,20 +322,23 @@ static int tab_insert(struct tlm_window *w, struct wkey *k)
 static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
 {
     uint64_t h = hash_bytes(text, n);
-    size_t j = h & (w->tab_cap - 1);
+    uint16_t tag = HASH_TAG(h);
+    size_t j = HASH_HOME(h) & (w->tab_cap - 1);
     struct wkey *k;
-    for (; w->tab[j].k; j = (j + 1) & (w->tab_cap - 1)) {
-        k = w->tab[j].k;
-        if (w->tab[j].hash == h && k->klen == n && memcmp(k->text, text, n) == 0)
+    for (; w->tab[j]; j = (j + 1) & (w->tab_cap - 1)) {
+        if (SLOT_TAG(w->tab[j]) != tag)
+            continue;
+        k = SLOT_KEY(w->tab[j]);
+        if (k->klen == n && memcmp(k->text, text, n) == 0)
             return k;
     }
     k = calloc(1, sizeof(*k) + n + 1);
     if (!k)
         return NULL;
-    k->hash = h;
+    k->hash_hi = HASH_HOME(h);
+    k->tag = tag;
     k->klen = (uint32_t)n;
     memcpy(k->text, text, n);
-    k->order = w->nkeys;
     if (grow((void **)&w->keys, &w->keys_cap, w->nkeys + 1, sizeof(*w->keys)) ||
         tab_insert(w, k)) {
         free(k);
@@ -830,15 +842,15 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
         if (w->nkeys < 8192 || render_key(w, keys))
             return;
         hint->hash = hash_bytes(w->tmp.data, w->tmp.len);
-        __builtin_prefetch(&w->tab[hint->hash & mask]);
+        __builtin_prefetch(&w->tab[HASH_HOME(hint->hash) & mask]);
         hint->p = w; /* hashed */
     } else if (pass == 1) {
         const struct wkey *k = NULL;
         if (!hint->p)
             return;
-        for (size_t j = hint->hash & mask; w->tab[j].k; j = (j + 1) & mask)
-            if (w->tab[j].hash == hint->hash) {
-                k = w->tab[j].k;
+        for (size_t j = HASH_HOME(hint->hash) & mask; w->tab[j]; j = (j + 1) & mask)
+            if (SLOT_TAG(w->tab[j]) == HASH_TAG(hint->hash)) {
+                k = SLOT_KEY(w->tab[j]);
                 break;
             }
         hint->p = k;
