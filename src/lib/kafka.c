@@ -112,11 +112,8 @@ static int url_parse(const char *url, struct url *u, rd_kafka_conf_t *conf, stru
             return tlm_error_set(err, TLM_EINVAL,
                                  "%s: %s is never taken from the command line (use "
                                  "TELEM_KAFKA_PASSWORD or password-file=PATH)", u->name, p);
-        else if (strchr(p, '.')) {
-            if (set_prop(conf, p, v, err))
-                return err ? err->code : TLM_EINVAL;
-        } else
-            return tlm_error_set(err, TLM_EINVAL, "%s: unknown parameter '%s'", u->name, p);
+        else if (set_prop(conf, p, v, err))
+            return err ? err->code : TLM_EINVAL;
     }
     if (u->password_file) {
         char pw[1024];
@@ -135,6 +132,33 @@ static int url_parse(const char *url, struct url *u, rd_kafka_conf_t *conf, stru
         if (set_prop(conf, "sasl.password", getenv("TELEM_KAFKA_PASSWORD"), err))
             return err ? err->code : TLM_EINVAL;
     }
+    return 0;
+}
+
+/* Fails unless the cluster lists the topic. All topics are asked for, not this one: a
+ * request naming it would create it on a cluster that creates topics on first use. */
+static int topic_exists(rd_kafka_t *rk, const struct url *u, struct tlm_error *err)
+{
+    int found = 0;
+    /* a first answer may come before the cluster knows its topics: ask a few times */
+    for (int tries = 0; tries < 5 && !found; tries++) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, 10000);
+        if (e)
+            return tlm_error_set(err, TLM_EIO, "%s: cannot list the topics: %s", u->name,
+                                 rd_kafka_err2str(e));
+        int n = md->topic_cnt;
+        for (int i = 0; i < n && !found; i++)
+            found = strcmp(md->topics[i].topic, u->topic) == 0 && md->topics[i].err == 0;
+        rd_kafka_metadata_destroy(md);
+        if (!found && n > 0)
+            break;
+        if (!found)
+            usleep(100 * 1000);
+    }
+    if (!found)
+        return tlm_error_set(err, TLM_ENOTFOUND, "%s: topic '%s' does not exist", u->name,
+                             u->topic);
     return 0;
 }
 
@@ -255,6 +279,8 @@ struct tlm_kafka_in *tlm_kafka_in_create(const char *url, const struct tlm_kafka
         goto fail;
     }
     conf = NULL;
+    if (topic_exists(k->rk, &k->u, err))
+        goto fail;
     rd_kafka_poll_set_consumer(k->rk);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, k->u.topic, RD_KAFKA_PARTITION_UA);
@@ -628,6 +654,8 @@ struct tlm_kafka_out *tlm_kafka_out_create(const char *url, int *fd, struct tlm_
         goto fail;
     }
     conf = NULL;
+    if (topic_exists(o->rk, &o->u, err))
+        goto fail;
     if (!(o->rkt = rd_kafka_topic_new(o->rk, o->u.topic, NULL))) {
         tlm_error_set(err, TLM_EINVAL, "%s: %s", o->u.name, rd_kafka_err2str(rd_kafka_last_error()));
         goto fail;

@@ -4,8 +4,8 @@
  *
  * Addresses are URLs:
  *     kafka://HOST[:PORT][,HOST[:PORT]...]/TOPIC[?NAME=VALUE[&NAME=VALUE...]]
- * Parameters telem reads itself (everything else whose name contains a dot is handed
- * to librdkafka as a configuration property, e.g. security.protocol=SASL_SSL):
+ * Parameters telem reads itself (every other one is handed to librdkafka as a
+ * configuration property, e.g. security.protocol=SASL_SSL):
  *     group=G            input: the consumer group (required for input)
  *     key-field=NAME     input: add the message key as the string field NAME
  *     partition-field=NAME   input: add the partition number as the field NAME
