@@ -100,6 +100,7 @@ struct stage {
     void *korig;                     /* the state ops->ctx had before any partition's */
     tlm_time_t kwm_fired;            /* one state for all: the watermark it was given last */
     long long koffset;               /* offset of the current message */
+    double kfirst;                   /* wall clock of the first message, 0 before */
     char kname[320];                 /* source name of the current message */
     tlm_reader_block_fn kblock;      /* flush before waiting */
     void *kblock_arg;
@@ -366,6 +367,12 @@ static json_t *stats_json(struct stage *st)
         json_object_set_new(o, "lines_out", json_integer(st->out ? st->out->lines : 0));
     if (o && st->ops->stats)
         st->ops->stats(st->ops->ctx, o);
+#ifdef HAVE_KAFKA
+    /* joining the group and being assigned partitions takes seconds: say how many */
+    if (o && st->kin && st->kfirst)
+        json_object_set_new(o, "kafka_first_message_s",
+                            json_real((double)(long long)((st->kfirst - st->t_start) * 1000) / 1000));
+#endif
     return o;
 }
 
@@ -782,6 +789,8 @@ static int k_next(void *ctx, const char **line, size_t *len, int timeout_ms, str
     if (rc != 1)
         return rc;
     struct kpart *kp = &st->kp[p];
+    if (!st->kfirst)
+        st->kfirst = now_s();
     k_switch(st, p);
     kp->next = off + 1;
     if (st->c->idle_timeout)

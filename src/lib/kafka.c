@@ -258,6 +258,9 @@ struct tlm_kafka_in *tlm_kafka_in_create(const char *url, const struct tlm_kafka
         set_prop(conf, "enable.auto.offset.store", "false", err) ||
         set_prop(conf, "auto.offset.reset", "earliest", err) ||
         set_prop(conf, "enable.partition.eof", "true", err) ||
+        /* deep read-ahead: one copy keeps up with a million messages a second */
+        set_prop(conf, "queued.min.messages", "1000000", err) ||
+        set_prop(conf, "max.partition.fetch.bytes", "4194304", err) ||
         url_parse(url, &k->u, conf, err))
         goto fail;
     if (!k->u.group) {
@@ -506,7 +509,7 @@ struct tlm_kafka_out {
     long long consumed;             /* bytes of the pipe produced (or skipped) */
     int done;                       /* the thread met the end of the pipe */
     int failed;
-    char why[400];
+    char why[1024];
 };
 
 static void fail_out(struct tlm_kafka_out *o, const char *fmt, const char *what)
