@@ -101,7 +101,7 @@ struct stage {
     tlm_time_t kwm_fired;            /* one state for all: the watermark it was given last */
     long long koffset;               /* offset of the current message */
     double kfirst;                   /* wall clock of the first message, 0 before */
-    char kname[320];                 /* source name of the current message */
+    char kname[640];                 /* source name of the current message (k_name) */
     tlm_reader_block_fn kblock;      /* flush before waiting */
     void *kblock_arg;
 #endif
@@ -796,14 +796,16 @@ static int k_next(void *ctx, const char **line, size_t *len, int timeout_ms, str
     if (st->c->idle_timeout)
         kp->t_last = now_s();
     st->koffset = off;
-    snprintf(st->kname, sizeof(st->kname), "%s#%d", tlm_kafka_in_name(st->kin), (int)p);
     return 1;
 }
 
 static const char *k_name(void *ctx)
 {
     struct stage *st = ctx;
-    return st->kname[0] ? st->kname : tlm_kafka_in_name(st->kin);
+    if (st->kcur < 0)
+        return tlm_kafka_in_name(st->kin);
+    snprintf(st->kname, sizeof(st->kname), "%s#%d", tlm_kafka_in_name(st->kin), (int)st->kcur);
+    return st->kname;
 }
 
 static long long k_line(void *ctx)

@@ -36,6 +36,14 @@ test_expect_success 'a window writes its rows to a topic; they read back unchang
     sort rows.file > rows.want && test_cmp rows.want rows.kafka
 '
 
+test_expect_success 'a rejected message is named by topic, partition and offset' '
+    "$TELEM" window --key deviceId --tumble 1s --time-field nosuch --reject rej.ndjson \
+        -i "kafka://$BOOT/events?group=rj&eof=1&$KOPT" > /dev/null &&
+    test "$(wc -l < rej.ndjson)" = 2010 &&
+    grep -c "^{\"source\":\"kafka://$BOOT/events#[0-3]\",\"line\":[0-9]*,\"reason\":\"no time field .nosuch.\"" rej.ndjson > n &&
+    echo 2010 > want.n && test_cmp want.n n
+'
+
 test_expect_success 'a topic that does not exist is a clear error' '
     test_must_fail_1() { "$@"; test $? = 1; } &&
     test_must_fail_1 "$TELEM" ingest -i "kafka://$BOOT/nosuch?group=g&eof=1" 2> err &&
