@@ -36,6 +36,7 @@
 
 #define BATCH 4096
 #define SLICE_MS 100 /* the longest a call waits, so that the caller sees signals */
+#define CLOSE_MS 10000 /* the longest leaving the group may take */
 
 int tlm_kafka_is_url(const char *name)
 {
@@ -483,8 +484,21 @@ void tlm_kafka_in_destroy(struct tlm_kafka_in *k)
     if (k->q)
         rd_kafka_queue_destroy(k->q);
     if (k->rk) {
-        rd_kafka_consumer_close(k->rk);
-        rd_kafka_destroy(k->rk);
+        /* leave the group, but not for ever: with the brokers gone a plain
+         * rd_kafka_consumer_close() waits for the coordinator without end */
+        rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
+        rd_kafka_error_t *e = cq ? rd_kafka_consumer_close_queue(k->rk, cq) : NULL;
+        int closed = 0;
+        for (int i = 0; cq && !e && i < CLOSE_MS / SLICE_MS; i++) {
+            if ((closed = rd_kafka_consumer_closed(k->rk)))
+                break;
+            rd_kafka_queue_poll_callback(cq, SLICE_MS); /* serves the revoke */
+        }
+        if (e)
+            rd_kafka_error_destroy(e);
+        if (cq)
+            rd_kafka_queue_destroy(cq);
+        rd_kafka_destroy_flags(k->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     url_free(&k->u);
     tlm_buf_free(&k->line);
