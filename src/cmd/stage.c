@@ -394,7 +394,6 @@ static json_t *stage_shape(struct stage *st)
 #ifdef HAVE_KAFKA
 static int k_save_parts(struct stage *st, int final, struct tlm_error *err);
 #endif
-static int flush_out(void *arg);
 
 /* final: the snapshot written as the run ends cleanly (end of input, SIGINT, SIGTERM);
  * nothing is written after it, so a restart from it has no output to take back. */
