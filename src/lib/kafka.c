@@ -29,7 +29,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "buf.h"
+#include "expr.h"
 #include "jscan.h"
 #include "jwrite.h"
 #include "path.h"
@@ -516,6 +519,7 @@ struct tlm_kafka_out {
     int started;
     int rfd;                        /* read end of the pipe (the thread's) */
     struct tlm_jscan *scan;         /* key=FIELD, or NULL */
+    struct tlm_expr *kexpr;         /* key=EXPRESSION (not a plain name), or NULL */
     struct tlm_path keypath;
     char *keycopy;
     pthread_mutex_t mu;
@@ -550,7 +554,23 @@ static void produce_line(struct tlm_kafka_out *o, const char *p, size_t n, struc
     long long ms;
     if (n == 0 || o->failed || tlm_json_is_watermark(p, n, &ms))
         return;
-    if (o->scan) {
+    if (o->kexpr) {
+        /* an expression key reads a DOM of the line: slower than a plain field */
+        json_t *ev = json_loadb(p, n, 0, NULL), *v = NULL;
+        tlm_buf_reset(kb);
+        if (ev && tlm_expr_eval(o->kexpr, ev, NULL, &v, NULL) == 1 && !json_is_null(v)) {
+            char *txt = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            const char *k = txt ? txt : json_string_value(v);
+            size_t kn = txt ? strlen(txt) : json_string_length(v);
+            if (k && tlm_buf_append(kb, k, kn) == 0) {
+                key = kb->data ? kb->data : "";
+                klen = kb->len;
+            }
+            free(txt);
+        }
+        json_decref(v);
+        json_decref(ev);
+    } else if (o->scan) {
         struct tlm_jval v;
         if (tlm_jscan_run(o->scan, p, n, &v, NULL) == 0) {
             if (v.type == TLM_JSTRING) {
@@ -649,7 +669,15 @@ struct tlm_kafka_out *tlm_kafka_out_create(const char *url, int *fd, struct tlm_
                       "offset-field= and eof= apply to inputs", o->u.name);
         goto fail;
     }
-    if (o->u.key) {
+    if (o->u.key && strspn(o->u.key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789_.$-") != strlen(o->u.key)) {
+        struct tlm_error e;
+        if (!(o->kexpr = tlm_expr_compile(o->u.key, &e))) {
+            tlm_error_set(err, TLM_EINVAL, "%s: key=%s: column %ld: %s", o->u.name, o->u.key,
+                          e.column, e.text);
+            goto fail;
+        }
+    } else if (o->u.key) {
         const char *f = strncmp(o->u.key, "$.", 2) == 0 ? o->u.key + 2 : o->u.key;
         char *save = NULL;
         if (!(o->keycopy = strdup(f)) || !(o->keypath.seg = calloc(strlen(f) + 1, sizeof(char *)))) {
@@ -742,6 +770,7 @@ int tlm_kafka_out_close(struct tlm_kafka_out *o, struct tlm_error *err)
     if (o->rk)
         rd_kafka_destroy(o->rk);
     tlm_jscan_destroy(o->scan);
+    tlm_expr_destroy(o->kexpr);
     free(o->keypath.seg);
     free(o->keycopy);
     url_free(&o->u);

@@ -36,6 +36,15 @@ test_expect_success 'a window writes its rows to a topic; they read back unchang
     sort rows.file > rows.want && test_cmp rows.want rows.kafka
 '
 
+test_expect_success 'the output key may be an expression' '
+    head -n 100 ev.ndjson > ev100 &&
+    "$TELEM" ingest -i ev100 -o "kafka://$BOOT/rows?key=concat(deviceId,\"/\",eventId%2)" &&
+    "$TELEM" ingest -i "kafka://$BOOT/rows?group=kx&eof=1&key-field=k&$KOPT" > kx &&
+    grep "\"eventId\"" kx | sed -n "s/^{\"k\":\"\([^\"]*\)\",\"deviceId\":\"\([^\"]*\)\".*\"eventId\":\([0-9]*\)}$/\1 \2\/\3/p" |
+        awk "{ split(\$2, a, \"/\"); if (\$1 != a[1] \"/\" (a[2] % 2)) bad++ } END { print NR, bad + 0 }" > kx.check &&
+    echo "100 0" > kx.want && test_cmp kx.want kx.check
+'
+
 test_expect_success 'a rejected message is named by topic, partition and offset' '
     "$TELEM" window --key deviceId --tumble 1s --time-field nosuch --reject rej.ndjson \
         -i "kafka://$BOOT/events?group=rj&eof=1&$KOPT" > /dev/null &&
