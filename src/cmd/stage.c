@@ -13,6 +13,18 @@
  * single lines. Each batch line keeps its own source, line number and offset for
  * rejects. Signals, checkpoints and stop requests are looked at between batches only,
  * so a snapshot's input position is always right after a fully handled batch.
+ *
+ * Kafka input (-i kafka://..., the section "Kafka" below) is a line source whose lines
+ * each belong to a partition. Each assigned partition has its own watermark, its own
+ * state (ops->part_new, installed with ops->part_swap before its messages are handled)
+ * and its own snapshot file, <state>.p<N>, holding the offset of its next message: so a
+ * partition's output depends only on its own messages, whichever copy of the pipeline
+ * owns it and however often it moves. A partition's snapshot is written at every
+ * checkpoint and when the group revokes it, always after the output that came before it
+ * is written (and, for a Kafka output, acknowledged); only then is its offset committed
+ * to the group. A partition gained is loaded from its snapshot and read from its offset.
+ * The watermark written downstream is the minimum over the partitions that are not idle
+ * (no message for --idle-timeout).
  */
 #include "stage.h"
 
@@ -29,6 +41,9 @@
 #include "config.h"
 #include "jwrite.h"
 #include "reader.h"
+#ifdef HAVE_KAFKA
+#include "kafka.h"
+#endif
 
 static volatile sig_atomic_t got_stop;   /* SIGINT or SIGTERM: number of the signal */
 static volatile sig_atomic_t got_reload; /* SIGHUP */
@@ -76,6 +91,21 @@ struct stage {
     struct tlm_error plerr;          /* scratch for read-ahead scans */
     int restored;
     json_t *outputs;                 /* the restored snapshot's output sizes, or NULL */
+#ifdef HAVE_KAFKA
+    struct tlm_kafka_in *kin;        /* -i kafka://..., or NULL */
+    struct tlm_kafka_out *kout;      /* -o kafka://..., or NULL */
+    struct stage_source ksrc;        /* kin as the line source */
+    struct kpart *kp;                /* by partition number */
+    int32_t nkp;
+    int32_t kcur;                    /* partition whose state and watermark are installed, or -1 */
+    void *korig;                     /* the state ops->ctx had before any partition's */
+    tlm_time_t kwm_fired;            /* one state for all: the watermark it was given last */
+    long long koffset;               /* offset of the current message */
+    double kfirst;                   /* wall clock of the first message, 0 before */
+    char kname[640];                 /* source name of the current message (k_name) */
+    tlm_reader_block_fn kblock;      /* flush before waiting */
+    void *kblock_arg;
+#endif
 
     /* counters of this run */
     long long lines, blank, events, rejected, late, wm_in, wm_out, checkpoints;
@@ -272,9 +302,8 @@ static tlm_time_t held(const struct stage *st)
     return wm;
 }
 
-static int put_watermark(struct stage *st, struct tlm_error *err)
+static int put_watermark(struct stage *st, tlm_time_t wm, struct tlm_error *err)
 {
-    tlm_time_t wm = held(st);
     if (st->c->no_watermarks || wm == TLM_TIME_MIN || wm <= st->wm_emitted)
         return 0;
     struct tlm_buf *b = &st->out->buf;
@@ -287,16 +316,24 @@ static int put_watermark(struct stage *st, struct tlm_error *err)
     return tlm_writer_end_line(st->out, err);
 }
 
+#ifdef HAVE_KAFKA
+static int k_advanced(struct stage *st, int force_emit, struct tlm_error *err);
+#endif
+
 /* The watermark moved: let the stage fire, then tell downstream when it moved enough. */
 static int advanced(struct stage *st, int force_emit, struct tlm_error *err)
 {
     int rc = 0;
+#ifdef HAVE_KAFKA
+    if (st->kin)
+        return k_advanced(st, force_emit, err);
+#endif
     if (st->ops->on_watermark && (rc = st->ops->on_watermark(st->ops->ctx, st, st->wm.wm, err)))
         return rc;
     tlm_time_t wm = held(st);
     if (force_emit || st->wm_emitted == TLM_TIME_MIN ||
         (wm != TLM_TIME_MIN && wm - st->wm_emitted >= st->c->watermark_interval))
-        rc = put_watermark(st, err);
+        rc = put_watermark(st, wm, err);
     return rc;
 }
 
@@ -358,6 +395,12 @@ static json_t *stats_json(struct stage *st)
         json_object_set_new(o, "lines_out", json_integer(st->out ? st->out->lines : 0));
     if (o && st->ops->stats)
         st->ops->stats(st->ops->ctx, o);
+#ifdef HAVE_KAFKA
+    /* joining the group and being assigned partitions takes seconds: say how many */
+    if (o && st->kin && st->kfirst)
+        json_object_set_new(o, "kafka_first_message_s",
+                            json_real((double)(long long)((st->kfirst - st->t_start) * 1000) / 1000));
+#endif
     return o;
 }
 
@@ -376,6 +419,10 @@ static json_t *stage_shape(struct stage *st)
     return o;
 }
 
+#ifdef HAVE_KAFKA
+static int k_save_parts(struct stage *st, int final, struct tlm_error *err);
+#endif
+
 /* final: the snapshot written as the run ends cleanly (end of input, SIGINT, SIGTERM);
  * nothing is written after it, so a restart from it has no output to take back. */
 static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
@@ -390,6 +437,12 @@ static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
     /* output first: a snapshot must never cover rows that were not yet written */
     if ((rc = tlm_writer_sync(st->out, err)) || (st->rej && (rc = tlm_writer_sync(st->rej, err))))
         return rc;
+#ifdef HAVE_KAFKA
+    if (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err)))
+        return rc;
+    if (st->kin && st->ops->part_swap)
+        return k_save_parts(st, final, err);
+#endif
     tlm_reader_pos(st->in, &pos);
     clock_gettime(CLOCK_REALTIME, &now);
     tlm_time_format_rfc3339((tlm_time_t)now.tv_sec * TLM_NS_PER_S, created, sizeof(created));
@@ -436,6 +489,10 @@ static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
     if ((rc = tlm_snap_commit(w, err)))
         return rc;
     st->checkpoints++;
+#ifdef HAVE_KAFKA
+    if (st->kin)
+        return k_save_parts(st, final, err);
+#endif
     return 0;
 }
 
@@ -497,6 +554,372 @@ out:
     tlm_snap_close(r);
     return rc;
 }
+
+
+/* ---- Kafka: partitions, their state, watermarks and snapshots --------------------- */
+
+#ifdef HAVE_KAFKA
+struct kpart {
+    int live;                        /* assigned to this copy */
+    void *state;                     /* ops->part_new's state, or NULL */
+    struct tlm_wm wm;                /* its watermark (in st->wm while it is installed) */
+    int64_t next;                    /* offset of its next message, -1 before any */
+    double t_last;                   /* wall clock of its last message */
+};
+
+static struct kpart *kpart_get(struct stage *st, int32_t p)
+{
+    if (p >= st->nkp) {
+        int32_t n = p + 16;
+        struct kpart *np = realloc(st->kp, (size_t)n * sizeof(*np));
+        if (!np)
+            return NULL;
+        memset(np + st->nkp, 0, (size_t)(n - st->nkp) * sizeof(*np));
+        st->kp = np;
+        st->nkp = n;
+    }
+    return &st->kp[p];
+}
+
+/* Installs partition p's watermark and state (-1: none, the stage's own state). */
+static void k_switch(struct stage *st, int32_t p)
+{
+    if (st->kcur == p)
+        return;
+    if (st->kcur >= 0)
+        st->kp[st->kcur].wm = st->wm;
+    if (p >= 0)
+        st->wm = st->kp[p].wm;
+    if (st->ops->part_swap) {
+        void *prev = st->ops->part_swap(st->ops->ctx, p >= 0 ? st->kp[p].state : st->korig);
+        if (st->kcur < 0)
+            st->korig = prev;
+    }
+    st->kcur = p;
+}
+
+static const struct tlm_wm *k_wm(const struct stage *st, int32_t p)
+{
+    return p == st->kcur ? &st->wm : &st->kp[p].wm;
+}
+
+static void k_path(const struct stage *st, int32_t p, char *path, size_t n)
+{
+    snprintf(path, n, "%s.p%d", st->c->state, (int)p);
+}
+
+/* Writes partition p's snapshot (the output before it is already synced), then
+ * commits its offset to the group. */
+static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error *err)
+{
+    struct kpart *kp = &st->kp[p];
+    const struct tlm_wm *wm = k_wm(st, p);
+    char path[4200], created[48];
+    struct timespec now;
+    struct tlm_snap_writer *w;
+    json_t *h;
+    int rc;
+    k_path(st, p, path, sizeof(path));
+    clock_gettime(CLOCK_REALTIME, &now);
+    tlm_time_format_rfc3339((tlm_time_t)now.tv_sec * TLM_NS_PER_S, created, sizeof(created));
+    h = json_pack("{sssssssos{sssisI}s{sIsI}sssb}", "command", st->ops->name, "telem_version",
+                  PACKAGE_VERSION, "created", created, "options", stage_shape(st), "kafka",
+                  "topic", tlm_kafka_in_topic(st->kin), "partition", (int)p, "offset",
+                  (json_int_t)kp->next, "time", "max_ns", (json_int_t)wm->max_ts,
+                  "watermark_ns", (json_int_t)wm->wm, "time_unit",
+                  tlm_time_unit_name(st->unit_seen), "final", final);
+    if (!h)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    w = tlm_snap_create(path, h, err);
+    json_decref(h);
+    if (!w)
+        return err ? err->code : TLM_EIO;
+    if (st->ops->part_swap && st->ops->save) {
+        int32_t was = st->kcur;
+        k_switch(st, p);
+        rc = st->ops->save(st->ops->ctx, w, err);
+        k_switch(st, was);
+        if (rc) {
+            tlm_snap_abort(w);
+            return rc;
+        }
+    }
+    if ((rc = tlm_snap_commit(w, err)))
+        return rc;
+    if (kp->next >= 0 && (rc = tlm_kafka_in_commit(st->kin, p, kp->next, err)))
+        return rc;
+    return 0;
+}
+
+static int k_save_parts(struct stage *st, int final, struct tlm_error *err)
+{
+    int rc;
+    for (int32_t p = 0; p < st->nkp; p++)
+        if (st->kp[p].live && (rc = k_save_part(st, p, final, err)))
+            return rc;
+    if (st->ops->part_swap)
+        st->checkpoints++;
+    return 0;
+}
+
+/* Loads partition p's snapshot, if there is one: its state, watermark and offset. */
+static int k_load_part(struct stage *st, int32_t p, struct tlm_error *err)
+{
+    char path[4200];
+    json_t *h = NULL, *rec, *shape = NULL;
+    struct tlm_snap_reader *r;
+    struct kpart *kp = &st->kp[p];
+    json_int_t off = -1, maxts, wmv;
+    const char *cmd, *topic = NULL;
+    int part = -1, rc;
+    k_path(st, p, path, sizeof(path));
+    if (!(r = tlm_snap_open(path, &h, err)))
+        return err->code == TLM_ENOTFOUND ? 0 : err->code;
+    shape = stage_shape(st);
+    cmd = json_string_value(json_object_get(h, "command"));
+    if (!cmd || strcmp(cmd, st->ops->name) != 0) {
+        rc = tlm_error_set(err, TLM_ESTATE, "snapshot was written by 'telem %s', not 'telem %s'",
+                           cmd ? cmd : "?", st->ops->name);
+        goto out;
+    }
+    if ((rc = tlm_snap_check_options(h, shape, err)))
+        goto out;
+    if (json_unpack(h, "{s{sssisI}s{sIsI}}", "kafka", "topic", &topic, "partition", &part,
+                    "offset", &off, "time", "max_ns", &maxts, "watermark_ns", &wmv) ||
+        part != p || strcmp(topic, tlm_kafka_in_topic(st->kin)) != 0) {
+        rc = tlm_error_set(err, TLM_ESTATE, "not the snapshot of partition %d of topic '%s'",
+                           (int)p, tlm_kafka_in_topic(st->kin));
+        goto out;
+    }
+    kp->next = off;
+    kp->wm.max_ts = maxts;
+    kp->wm.wm = wmv;
+    if (st->kcur == p)
+        st->wm = kp->wm;
+    tlm_time_unit_parse(json_string_value(json_object_get(h, "time_unit")) ?: "auto",
+                        &st->unit_seen, NULL);
+    {
+        int32_t was = st->kcur;
+        k_switch(st, p);
+        while ((rc = tlm_snap_next(r, &rec, err)) == 1) {
+            rc = st->ops->part_swap && st->ops->load
+                     ? st->ops->load(st->ops->ctx, rec, err)
+                     : tlm_error_set(err, TLM_ESTATE, "unexpected state record");
+            json_decref(rec);
+            if (rc)
+                break;
+        }
+        k_switch(st, was);
+    }
+    st->restored = 1;
+out:
+    if (rc)
+        tlm_error_at(err, path, 0, 0, -1);
+    json_decref(shape);
+    json_decref(h);
+    tlm_snap_close(r);
+    return rc;
+}
+
+static int k_assigned(void *arg, int32_t p, int64_t *offset, struct tlm_error *err)
+{
+    struct stage *st = arg;
+    struct kpart *kp = kpart_get(st, p);
+    int rc;
+    if (!kp)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    memset(kp, 0, sizeof(*kp));
+    kp->live = 1;
+    kp->next = -1;
+    kp->t_last = now_s();
+    tlm_wm_init(&kp->wm, st->c->max_out_of_order);
+    if (st->ops->part_new && !(kp->state = st->ops->part_new(st->ops->ctx)))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    if (st->c->state && (rc = k_load_part(st, p, err)))
+        return rc;
+    *offset = kp->next;
+    return 0;
+}
+
+static int k_revoked(void *arg, int32_t p, struct tlm_error *err)
+{
+    struct stage *st = arg;
+    struct kpart *kp = &st->kp[p];
+    int rc;
+    if (st->c->state) {
+        /* its output first, then its snapshot (and offset) */
+        if ((rc = tlm_writer_sync(st->out, err)) ||
+            (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
+            (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
+            (rc = k_save_part(st, p, 0, err)))
+            return rc;
+    }
+    if (st->kcur == p)
+        k_switch(st, -1);
+    if (kp->state && st->ops->part_free)
+        st->ops->part_free(st->ops->ctx, kp->state);
+    kp->state = NULL;
+    kp->live = 0;
+    return 0;
+}
+
+/* The stage's watermark: the least over the partitions that are not idle. */
+static tlm_time_t k_min_wm(struct stage *st)
+{
+    tlm_time_t m = TLM_TIME_MAX;
+    double now = st->c->idle_timeout ? now_s() : 0;
+    for (int32_t p = 0; p < st->nkp; p++) {
+        const struct kpart *kp = &st->kp[p];
+        if (!kp->live || (st->c->idle_timeout &&
+                          (now - kp->t_last) * 1e9 >= (double)st->c->idle_timeout))
+            continue;
+        if (k_wm(st, p)->wm < m)
+            m = k_wm(st, p)->wm;
+    }
+    return m == TLM_TIME_MAX ? TLM_TIME_MIN : m;
+}
+
+static int k_advanced(struct stage *st, int force_emit, struct tlm_error *err)
+{
+    const struct stage_ops *ops = st->ops;
+    tlm_time_t g = k_min_wm(st);
+    int rc;
+    /* per-partition state fires on its own partition's watermark; one shared state on
+     * the stage's */
+    if (ops->part_swap && st->kcur >= 0 && ops->on_watermark &&
+        (rc = ops->on_watermark(ops->ctx, st, st->wm.wm, err)))
+        return rc;
+    if (g == TLM_TIME_MIN || (st->wm_emitted != TLM_TIME_MIN && g <= st->wm_emitted))
+        return 0;
+    if (!ops->part_swap && ops->on_watermark && g > st->kwm_fired) {
+        st->kwm_fired = g;
+        if ((rc = ops->on_watermark(ops->ctx, st, g, err)))
+            return rc;
+    }
+    if (ops->hold) /* what the stage still holds back (enrich --join) */
+        g = ops->hold(ops->ctx, g);
+    if (force_emit || st->wm_emitted == TLM_TIME_MIN ||
+        g - st->wm_emitted >= st->c->watermark_interval)
+        return put_watermark(st, g, err);
+    return 0;
+}
+
+static int k_next(void *ctx, const char **line, size_t *len, int timeout_ms, struct tlm_error *err)
+{
+    struct stage *st = ctx;
+    int32_t p;
+    int64_t off;
+    int rc = tlm_kafka_in_next(st->kin, line, len, &p, &off, 0, err);
+    if (rc == TLM_EAGAIN && timeout_ms != 0) {
+        if (st->kblock && (rc = st->kblock(st->kblock_arg)))
+            return rc;
+        rc = tlm_kafka_in_next(st->kin, line, len, &p, &off, timeout_ms, err);
+    }
+    if (rc != 1)
+        return rc;
+    struct kpart *kp = &st->kp[p];
+    if (!st->kfirst)
+        st->kfirst = now_s();
+    k_switch(st, p);
+    kp->next = off + 1;
+    if (st->c->idle_timeout)
+        kp->t_last = now_s();
+    st->koffset = off;
+    return 1;
+}
+
+static const char *k_name(void *ctx)
+{
+    struct stage *st = ctx;
+    if (st->kcur < 0)
+        return tlm_kafka_in_name(st->kin);
+    snprintf(st->kname, sizeof(st->kname), "%s#%d", tlm_kafka_in_name(st->kin), (int)st->kcur);
+    return st->kname;
+}
+
+static long long k_line(void *ctx)
+{
+    return ((struct stage *)ctx)->koffset;
+}
+
+static void k_on_block(void *ctx, int (*fn)(void *), void *arg)
+{
+    struct stage *st = ctx;
+    st->kblock = fn;
+    st->kblock_arg = arg;
+}
+
+/* Sets up -i kafka://... and -o kafka://... */
+static int k_open(struct stage *st, struct tlm_error *err)
+{
+    const struct cli_common *c = st->c;
+    for (size_t i = 0; i < c->ninputs; i++) {
+        struct tlm_kafka_in_hooks hooks = { st, k_assigned, k_revoked };
+        if (!tlm_kafka_is_url(c->inputs[i]))
+            continue;
+        if (c->ninputs != 1 || st->ops->source)
+            return tlm_error_set(err, TLM_EINVAL, "a kafka:// input must be the only input");
+        if (!(st->kin = tlm_kafka_in_create(c->inputs[i], &hooks, err)))
+            return err->code;
+        st->ksrc.ctx = st;
+        st->ksrc.next = k_next;
+        st->ksrc.name = k_name;
+        st->ksrc.line = k_line;
+        st->ksrc.on_block = k_on_block;
+        st->src = &st->ksrc;
+        st->batching = 0;
+    }
+    return 0;
+}
+
+/* A writer over the pipe of a Kafka output. */
+static int k_open_out(struct stage *st, struct tlm_error *err)
+{
+    int fd;
+    struct tlm_writer *w;
+    if (!(st->kout = tlm_kafka_out_create(st->c->output, &fd, err)))
+        return err->code;
+    if (!(w = calloc(1, sizeof(*w)))) {
+        close(fd);
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    }
+    w->fd = fd;
+    w->own_fd = 1;
+    snprintf(w->name, sizeof(w->name), "%s", st->c->output);
+    st->out = w;
+    return 0;
+}
+
+/* End of input (eof=1) without --state, or --drain: time ends in every partition. */
+static int k_end(struct stage *st, struct tlm_error *err)
+{
+    int rc;
+    if (!st->ops->part_swap)
+        return st->ops->on_end ? st->ops->on_end(st->ops->ctx, st, err) : 0;
+    for (int32_t p = 0; p < st->nkp; p++) {
+        if (!st->kp[p].live)
+            continue;
+        k_switch(st, p);
+        if (st->ops->on_end && (rc = st->ops->on_end(st->ops->ctx, st, err)))
+            return rc;
+    }
+    return 0;
+}
+
+/* Leaves the group and frees the partitions' state (the stage's own back in place). */
+static void k_close(struct stage *st)
+{
+    tlm_kafka_in_destroy(st->kin);
+    st->kin = NULL;
+    k_switch(st, -1);
+    for (int32_t p = 0; p < st->nkp; p++)
+        if (st->kp[p].state && st->ops->part_free)
+            st->ops->part_free(st->ops->ctx, st->kp[p].state);
+    free(st->kp);
+    st->kp = NULL;
+    st->nkp = 0;
+}
+#endif
 
 /* ---- progress and stats ----------------------------------------------------------- */
 
@@ -862,6 +1285,22 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     if ((rc = setup_paths(&st, &err)))
         goto fail;
     st.src = ops->source;
+#ifdef HAVE_KAFKA
+    st.kcur = -1;
+    st.kwm_fired = TLM_TIME_MIN;
+    if ((rc = k_open(&st, &err)))
+        goto fail;
+#else
+    for (size_t i = 0; i < c->ninputs; i++)
+        if (strncmp(c->inputs[i], "kafka://", 8) == 0) {
+            rc = tlm_error_set(&err, TLM_EINVAL, "%s: telem was built without Kafka", c->inputs[i]);
+            goto fail;
+        }
+    if (c->output && strncmp(c->output, "kafka://", 8) == 0) {
+        rc = tlm_error_set(&err, TLM_EINVAL, "%s: telem was built without Kafka", c->output);
+        goto fail;
+    }
+#endif
     st.batching = ops->prefetch && !st.src && !ops->convert;
     if (st.batching &&
         !(st.bvals = calloc(STAGE_BATCH * (st.npaths ? st.npaths : 1), sizeof(*st.bvals)))) {
@@ -873,12 +1312,26 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
         goto fail;
     }
-    if (c->state && (rc = restore_snapshot(&st, &err)))
-        goto fail;
-    /* after a restore the earlier output is kept: the run continues it, from where the
-     * snapshot was taken */
-    if ((rc = tlm_writer_open(c->output, st.restored, &st.out, &err)))
-        goto fail;
+    {
+        int kafka_in = 0, kafka_out = 0;
+#ifdef HAVE_KAFKA
+        kafka_in = st.kin != NULL;
+        kafka_out = tlm_kafka_is_url(c->output);
+#endif
+        /* per-partition state is loaded as partitions are assigned */
+        if (c->state && !(kafka_in && ops->part_swap) && (rc = restore_snapshot(&st, &err)))
+            goto fail;
+        /* after a restore the earlier output is kept: the run continues it, from where
+         * the snapshot was taken; so does a Kafka input's, whose partitions' snapshots
+         * are read later */
+#ifdef HAVE_KAFKA
+        if (kafka_out && (rc = k_open_out(&st, &err)))
+            goto fail;
+#endif
+        if (!kafka_out &&
+            (rc = tlm_writer_open(c->output, st.restored || (kafka_in && c->state), &st.out, &err)))
+            goto fail;
+    }
     if (c->reject && (rc = tlm_writer_open(c->reject, st.restored, &st.rej, &err)))
         goto fail;
     if (st.restored && ((rc = cut_back(st.out, json_object_get(st.outputs, "output"), &err)) ||
@@ -933,6 +1386,13 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
             if ((rc = flush_out(&st)))
                 goto fail_code;
             idle = now_s() - st.t_last_event;
+#ifdef HAVE_KAFKA
+            if (st.kin) {
+                /* partitions idle for --idle-timeout stop holding the watermark back */
+                if (c->idle_timeout && (rc = k_advanced(&st, 0, &err)))
+                    goto fail;
+            } else
+#endif
             if (c->idle_timeout && live && idle * 1e9 >= (double)c->idle_timeout &&
                 tlm_wm_idle(&st.wm, (int64_t)(idle * 1e9)) && (rc = advanced(&st, 1, &err)))
                 goto fail;
@@ -958,6 +1418,12 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         goto fail;
     /* the end of input ends time, unless the state is kept for a next run (--state
      * without --drain) or a signal stopped the run */
+#ifdef HAVE_KAFKA
+    if (st.kin) {
+        if (!got_stop && (!c->state || c->drain) && (rc = k_end(&st, &err)))
+            goto fail;
+    } else
+#endif
     if (!got_stop && (!c->state || c->drain) && ops->on_end &&
         (rc = ops->on_end(ops->ctx, &st, &err)))
         goto fail;
@@ -971,6 +1437,18 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         int rc1 = tlm_writer_close(st.rej, &err);
         int rc2 = tlm_writer_close(st.out, rc1 ? NULL : &err);
         st.out = st.rej = NULL;
+#ifdef HAVE_KAFKA
+        /* the rest of a Kafka output is acknowledged before the run ends well */
+        if (!rc1 && !rc2)
+            rc2 = tlm_kafka_out_close(st.kout, &err);
+        else
+            tlm_kafka_out_close(st.kout, NULL);
+        st.kout = NULL;
+        /* without --state the output, now written, covers the offsets handled */
+        for (int32_t p = 0; !rc1 && !rc2 && st.kin && !c->state && p < st.nkp; p++)
+            if (st.kp[p].live && st.kp[p].next >= 0)
+                rc2 = tlm_kafka_in_commit(st.kin, p, st.kp[p].next, &err);
+#endif
         if (rc1 || rc2) {
             rc = rc1 ? rc1 : rc2;
             goto fail;
@@ -998,7 +1476,14 @@ fail:
     }
     tlm_writer_close(st.rej, NULL);
     tlm_writer_close(st.out, NULL);
+#ifdef HAVE_KAFKA
+    tlm_kafka_out_close(st.kout, NULL);
+#endif
 done:
+#ifdef HAVE_KAFKA
+    if (st.kin)
+        k_close(&st);
+#endif
     tlm_reader_destroy(st.in);
     json_decref(st.outputs);
     tlm_buf_free(&st.conv);

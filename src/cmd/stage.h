@@ -17,6 +17,10 @@
  * live input idle for --idle-timeout advances time by the wall clock. At the end of
  * input it calls on_end (time has ended) or, with --state, writes a snapshot instead;
  * SIGINT and SIGTERM snapshot (with --state) and stop.
+ *
+ * Kafka (configure --with-kafka): `-i kafka://...` makes the loop a consumer-group member
+ * (one state, watermark and snapshot file per partition, offsets in the snapshots, see
+ * stage.c), and `-o kafka://...` produces the output lines to a topic.
  */
 #ifndef TELEM_STAGE_H
 #define TELEM_STAGE_H
@@ -116,6 +120,16 @@ struct stage_ops {
     tlm_time_t (*hold)(void *ctx, tlm_time_t wm);
     /* Extra counters for --stats and `telem inspect`: add fields to obj. May be NULL. */
     void (*stats)(void *ctx, json_t *obj);
+
+    /* State per Kafka partition (-i kafka://...; see telem(1), KAFKA). part_new returns
+     * a new empty state with the stage's options (NULL on OOM), part_swap installs part
+     * as the state the other callbacks work on and returns the one it replaces,
+     * part_free frees a state part_new made. The loop installs the state of each
+     * message's partition before on_event, and saves, loads and ends each partition's
+     * state apart. All NULL: one state for all partitions (a stage without keyed state). */
+    void *(*part_new)(void *ctx);
+    void *(*part_swap)(void *ctx, void *part);
+    void (*part_free)(void *ctx, void *part);
 };
 
 /* Runs the stage over common's inputs to common's output. Returns the exit status. */

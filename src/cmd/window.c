@@ -567,6 +567,27 @@ static int load(void *ctx, json_t *rec, struct tlm_error *err)
     return tlm_window_load(c->win, rec, err);
 }
 
+/* Kafka input: one window engine per partition (see part_new in stage.h). */
+static void *part_new(void *ctx)
+{
+    struct wctx *c = ctx;
+    return tlm_window_create(&c->wo, c->aggs, NULL);
+}
+
+static void *part_swap(void *ctx, void *part)
+{
+    struct wctx *c = ctx;
+    void *prev = c->win;
+    c->win = part;
+    return prev;
+}
+
+static void part_free(void *ctx, void *part)
+{
+    (void)ctx;
+    tlm_window_destroy(part);
+}
+
 static void stats(void *ctx, json_t *o)
 {
     struct wctx *c = ctx;
@@ -650,6 +671,9 @@ int cmd_window(int argc, char **argv)
     ops.save = save;
     ops.load = load;
     ops.stats = stats;
+    ops.part_new = part_new;
+    ops.part_swap = part_swap;
+    ops.part_free = part_free;
 
     status = stage_run(&common, &ops);
 

@@ -1,0 +1,73 @@
+#!/bin/sh
+# t6001: Kafka input and output on librdkafka's mock cluster: keyed production, group
+# consumption with key and partition fields, offsets, a topic that does not exist.
+KAFKA_TOPICS="events:4 rows:4"
+. "$top_srcdir/tests/cli/kafka-lib.sh"
+
+test_expect_success 'keyed events go in; a group member reads each once' '
+    "$TELEM" gen -n 2000 --devices 12 > ev.ndjson &&
+    "$TELEM" ingest -i ev.ndjson -o "kafka://$BOOT/events?key=deviceId" &&
+    "$TELEM" ingest -i "kafka://$BOOT/events?group=g1&eof=1&key-field=k&partition-field=p&$KOPT" > got &&
+    test "$(wc -l < got)" = 2000 &&
+    sed "s/^{\"k\":\"[^\"]*\",\"p\":[0-9],/{/" got | sort > got.sorted &&
+    sort ev.ndjson > want && test_cmp want got.sorted
+'
+
+test_expect_success 'the message key is the key field; each key lives in one partition' '
+    sed -n "s/^{\"k\":\"\([^\"]*\)\",\"p\":\([0-9]\),\"deviceId\":\"\([^\"]*\)\".*/\1 \2 \3/p" got > kpd &&
+    test "$(wc -l < kpd)" = 2000 &&
+    awk "\$1 != \$3" kpd > mismatch && test ! -s mismatch &&
+    test "$(cut -d" " -f1,2 kpd | sort -u | wc -l)" = 12 &&
+    test "$(cut -d" " -f2 kpd | sort -u | wc -l)" -gt 1
+'
+
+test_expect_success 'offsets are committed: the group resumes where it stopped' '
+    "$TELEM" ingest -i "kafka://$BOOT/events?group=g1&eof=1&$KOPT" > again &&
+    test ! -s again &&
+    head -n 10 ev.ndjson | "$TELEM" ingest -o "kafka://$BOOT/events?key=deviceId" &&
+    "$TELEM" ingest -i "kafka://$BOOT/events?group=g1&eof=1&$KOPT" | sort > ten &&
+    head -n 10 ev.ndjson | sort > want10 && test_cmp want10 ten
+'
+
+test_expect_success 'a window writes its rows to a topic; they read back unchanged' '
+    "$TELEM" window --key deviceId --tumble 1s --agg count -i ev.ndjson --no-watermarks > rows.file &&
+    "$TELEM" window --key deviceId --tumble 1s --agg count -i ev.ndjson -o "kafka://$BOOT/rows?key=deviceId" &&
+    "$TELEM" ingest -i "kafka://$BOOT/rows?group=r&eof=1&$KOPT" | sort > rows.kafka &&
+    sort rows.file > rows.want && test_cmp rows.want rows.kafka
+'
+
+test_expect_success 'the output key may be an expression' '
+    head -n 100 ev.ndjson > ev100 &&
+    "$TELEM" ingest -i ev100 -o "kafka://$BOOT/rows?key=concat(deviceId,\"/\",eventId%2)" &&
+    "$TELEM" ingest -i "kafka://$BOOT/rows?group=kx&eof=1&key-field=k&$KOPT" > kx &&
+    grep "\"eventId\"" kx | sed -n "s/^{\"k\":\"\([^\"]*\)\",\"deviceId\":\"\([^\"]*\)\".*\"eventId\":\([0-9]*\)}$/\1 \2\/\3/p" |
+        awk "{ split(\$2, a, \"/\"); if (\$1 != a[1] \"/\" (a[2] % 2)) bad++ } END { print NR, bad + 0 }" > kx.check &&
+    echo "100 0" > kx.want && test_cmp kx.want kx.check
+'
+
+test_expect_success 'a rejected message is named by topic, partition and offset' '
+    "$TELEM" window --key deviceId --tumble 1s --time-field nosuch --reject rej.ndjson \
+        -i "kafka://$BOOT/events?group=rj&eof=1&$KOPT" > /dev/null &&
+    test "$(wc -l < rej.ndjson)" = 2010 &&
+    grep -c "^{\"source\":\"kafka://$BOOT/events#[0-3]\",\"line\":[0-9]*,\"reason\":\"no time field .nosuch.\"" rej.ndjson > n &&
+    echo 2010 > want.n && test_cmp want.n n
+'
+
+test_expect_success 'a topic that does not exist is a clear error' '
+    test_must_fail_1() { "$@"; test $? = 1; } &&
+    test_must_fail_1 "$TELEM" ingest -i "kafka://$BOOT/nosuch?group=g&eof=1" 2> err &&
+    grep "telem ingest: kafka://$BOOT/nosuch: topic .nosuch. does not exist" err &&
+    echo "{}" > one && test_must_fail_1 "$TELEM" ingest -i one -o "kafka://$BOOT/nosuch" 2> err2 &&
+    grep "topic .nosuch. does not exist" err2
+'
+
+test_expect_success 'an input needs a group; passwords never come from the command line' '
+    ! "$TELEM" ingest -i "kafka://$BOOT/events?eof=1" 2> err &&
+    grep "needs group=NAME" err &&
+    ! "$TELEM" ingest -i "kafka://$BOOT/events?group=g&sasl.password=x" 2> err &&
+    grep "sasl.password is never taken from the command line" err &&
+    ! "$TELEM" ingest -i "kafka://$BOOT/events?group=g&no.such.property=1" 2> err &&
+    grep "no.such.property" err
+'
+
+test_done
