@@ -143,6 +143,7 @@ struct cctx {
     long long ctl_skip;
     struct tlm_buf ctl_buf;
     int reload_pending;              /* reload --rules after a restore */
+    unsigned long long rules_hash;   /* of the --rules text in force */
     long long ctl_errors, replays, replay_errors, replay_events, reloads;
 };
 
@@ -424,7 +425,7 @@ static int rule_pattern_check(void *arg, const char *id, const char *pattern,
     for (size_t i = 0; i < c->nstatic; i++) {
         const struct tlm_cep_pattern *p = tlm_cep_get(c->cep, i);
         if (p && !strcmp(tlm_cep_pattern_id(p), id))
-            return tlm_error_set(err, TLM_EINVAL, "the id is a --pattern's");
+            return tlm_error_set(err, TLM_EINVAL, "id taken by a --pattern");
     }
     struct tlm_cep_pattern *p = tlm_cep_pattern_parse(pattern, &e);
     if (!p)
@@ -622,13 +623,13 @@ static int apply_changes(struct cctx *c, struct stage *st, tlm_time_t until,
     return rc;
 }
 
-static int read_all(const char *path, struct tlm_buf *b, struct tlm_error *err)
+static int read_all(const char *opt, const char *path, struct tlm_buf *b, struct tlm_error *err)
 {
     FILE *f = fopen(path, "rb");
     char tmp[65536];
     size_t n;
     if (!f)
-        return tlm_error_set(err, TLM_EIO, "%s: %s", path, strerror(errno));
+        return tlm_error_set(err, TLM_EIO, "%s: %s: %s", opt, path, strerror(errno));
     while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
         if (tlm_buf_append(b, tmp, n)) {
             fclose(f);
@@ -636,15 +637,30 @@ static int read_all(const char *path, struct tlm_buf *b, struct tlm_error *err)
         }
     int bad = ferror(f);
     fclose(f);
-    return bad ? tlm_error_set(err, TLM_EIO, "%s: read error", path) : 0;
+    return bad ? tlm_error_set(err, TLM_EIO, "%s: %s: read error", opt, path) : 0;
 }
 
 /* (Re)reads --rules as the whole rule set. Returns 0, or a negative code with err filled
  * (the rule set unchanged). */
-static int load_rules(struct cctx *c, struct tlm_error *err)
+static unsigned long long fnv(const char *p, size_t n)
+{
+    unsigned long long h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int load_rules(struct cctx *c, int if_changed, struct tlm_error *err)
 {
     struct tlm_buf b = TLM_BUF_INIT;
-    int rc = read_all(c->rules_path, &b, err);
+    int rc = read_all("--rules", c->rules_path, &b, err);
+    unsigned long long h = rc == 0 ? fnv(b.data ? b.data : "", b.len) : 0;
+    if (rc == 0 && if_changed && h == c->rules_hash) {
+        tlm_buf_free(&b);
+        return 0;
+    }
+    if (rc == 0)
+        c->rules_hash = h;
     if (rc == 0 && tlm_rules_reload(c->rs, b.data ? b.data : "", b.len, c->rules_path, err) < 0)
         rc = err->code ? err->code : TLM_EINVAL;
     tlm_buf_free(&b);
@@ -694,7 +710,7 @@ static int drain_control(struct cctx *c, struct stage *st, struct tlm_error *err
                                  strerror(errno));
         if (S_ISREG(sb.st_mode)) {
             struct tlm_buf b = TLM_BUF_INIT;
-            int rc = read_all(c->control_path, &b, err);
+            int rc = read_all("--control", c->control_path, &b, err);
             for (size_t i = 0; rc == 0 && i < b.len;) {
                 const char *nl = memchr(b.data + i, '\n', b.len - i);
                 size_t e = nl ? (size_t)(nl - b.data) : b.len;
@@ -748,7 +764,8 @@ static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct 
     if (c->reload_pending) {
         c->reload_pending = 0;
         if (stage_restored(st) && c->rules_path) {
-            if (load_rules(c, &e)) {
+            /* the file as saved keeps the rule set restored (control changes included) */
+            if (load_rules(c, 1, &e)) {
                 warn_error(&e);
                 c->nchanges = 0;
             }
@@ -782,7 +799,7 @@ static int on_reload(void *ctx, struct stage *st, struct tlm_error *err)
     if (!c->rules_path)
         return 0;
     c->reloads++;
-    if (load_rules(c, &e)) {
+    if (load_rules(c, 0, &e)) {
         warn_error(&e);
         cli_warn("--rules: keeping the rules in force");
         for (size_t i = 0; i < c->nchanges; i++) {
@@ -920,8 +937,11 @@ static int save(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err)
         return err->code;
     if (c->rs) {
         /* ours first, then the rules (and so the pattern rules) before the pattern state */
-        json_t *r = json_pack("{sssIsI}", "t", "cep_rules", "control_lines",
-                              (json_int_t)c->ctl_lines, "max_ts", (json_int_t)c->max_ts);
+        char h[24];
+        snprintf(h, sizeof(h), "%016llx", c->rules_hash);
+        json_t *r = json_pack("{sssIsIss}", "t", "cep_rules", "control_lines",
+                              (json_int_t)c->ctl_lines, "max_ts", (json_int_t)c->max_ts,
+                              "rules_hash", h);
         int rc = r ? tlm_snap_put(w, r, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
         json_decref(r);
         if (rc || (rc = tlm_rules_save(c->rs, w, err)))
@@ -938,6 +958,8 @@ static int load(void *ctx, json_t *rec, struct tlm_error *err)
         if (t && !strcmp(t, "cep_rules")) {
             c->ctl_skip = json_integer_value(json_object_get(rec, "control_lines"));
             c->max_ts = json_integer_value(json_object_get(rec, "max_ts"));
+            const char *h = json_string_value(json_object_get(rec, "rules_hash"));
+            c->rules_hash = h ? strtoull(h, NULL, 16) : 0;
             c->reload_pending = 1;
             return 0;
         }
@@ -1025,7 +1047,7 @@ int cmd_cep(int argc, char **argv)
         };
         if (!(c.rs = tlm_rules_create(&ro, &err)))
             cli_usage_error("--key: %s", err.text);
-        if (c.rules_path && load_rules(&c, &err)) {
+        if (c.rules_path && load_rules(&c, 0, &err)) {
             char msg[1200];
             cli_usage_error("%s", tlm_error_format(&err, msg, sizeof(msg)));
         }
