@@ -652,6 +652,7 @@ static unsigned long long fnv(const char *p, size_t n)
 
 static int load_rules(struct cctx *c, int if_changed, struct tlm_error *err)
 {
+    int changed = 0;
     struct tlm_buf b = TLM_BUF_INIT;
     int rc = read_all("--rules", c->rules_path, &b, err);
     unsigned long long h = rc == 0 ? fnv(b.data ? b.data : "", b.len) : 0;
@@ -661,10 +662,11 @@ static int load_rules(struct cctx *c, int if_changed, struct tlm_error *err)
     }
     if (rc == 0)
         c->rules_hash = h;
-    if (rc == 0 && tlm_rules_reload(c->rs, b.data ? b.data : "", b.len, c->rules_path, err) < 0)
+    if (rc == 0 &&
+        (changed = tlm_rules_reload(c->rs, b.data ? b.data : "", b.len, c->rules_path, err)) < 0)
         rc = err->code ? err->code : TLM_EINVAL;
     tlm_buf_free(&b);
-    return rc;
+    return rc ? rc : changed;
 }
 
 static void warn_error(const struct tlm_error *e)
@@ -721,6 +723,7 @@ static int drain_control(struct cctx *c, struct stage *st, struct tlm_error *err
             c->ctl_done = 1;
             return rc;
         }
+        c->ctl_skip = 0; /* what a FIFO delivered before a restart is gone */
         c->ctl_fd = open(c->control_path,
                          (S_ISFIFO(sb.st_mode) ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
         if (c->ctl_fd < 0)
@@ -765,7 +768,7 @@ static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct 
         c->reload_pending = 0;
         if (stage_restored(st) && c->rules_path) {
             /* the file as saved keeps the rule set restored (control changes included) */
-            if (load_rules(c, 1, &e)) {
+            if (load_rules(c, 1, &e) < 0) {
                 warn_error(&e);
                 c->nchanges = 0;
             }
@@ -799,7 +802,11 @@ static int on_reload(void *ctx, struct stage *st, struct tlm_error *err)
     if (!c->rules_path)
         return 0;
     c->reloads++;
-    if (load_rules(c, 0, &e)) {
+    int n = load_rules(c, 0, &e);
+    if (n >= 0)
+        cli_warn("%s: reloaded, %zu rule%s, %d changed", c->rules_path, tlm_rules_count(c->rs),
+                 tlm_rules_count(c->rs) == 1 ? "" : "s", n);
+    if (n < 0) {
         warn_error(&e);
         cli_warn("--rules: keeping the rules in force");
         for (size_t i = 0; i < c->nchanges; i++) {
@@ -1047,7 +1054,7 @@ int cmd_cep(int argc, char **argv)
         };
         if (!(c.rs = tlm_rules_create(&ro, &err)))
             cli_usage_error("--key: %s", err.text);
-        if (c.rules_path && load_rules(&c, 0, &err)) {
+        if (c.rules_path && load_rules(&c, 0, &err) < 0) {
             char msg[1200];
             cli_usage_error("%s", tlm_error_format(&err, msg, sizeof(msg)));
         }
