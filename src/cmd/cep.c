@@ -143,8 +143,14 @@ struct cctx {
     long long ctl_skip;
     struct tlm_buf ctl_buf;
     int reload_pending;              /* reload --rules after a restore */
+    enum tlm_time_unit time_unit;    /* --time-unit (of "at" numbers) */
     unsigned long long rules_hash;   /* of the --rules text in force */
     long long ctl_errors, replays, replay_errors, replay_events, reloads;
+    struct qline {                   /* control lines queued in lib/rules until their "at" */
+        tlm_time_t at;
+        long long line;
+    } *q;                            /* in lib/rules' order: (at, arrival) */
+    size_t nq, capq;
 };
 
 static void handle(int key, const char *arg, void *p)
@@ -675,6 +681,37 @@ static void warn_error(const struct tlm_error *e)
     cli_warn("%s", tlm_error_format(e, msg, sizeof(msg)));
 }
 
+/* Remembers the line of a message queued by lib/rules (which keeps no line numbers), in
+ * the engine's order, so that one failing when due is reported with its line. */
+static int queue_line(struct cctx *c, const char *line, size_t n)
+{
+    json_t *m = json_loadb(line, n, 0, NULL), *at = json_object_get(m, "at");
+    tlm_time_t t = TLM_TIME_MIN;
+    enum tlm_time_unit u = c->time_unit;
+    if (json_is_integer(at))
+        tlm_time_from_int(json_integer_value(at), u, &t, NULL);
+    else if (json_is_real(at))
+        tlm_time_from_double(json_real_value(at), u, &t, NULL);
+    else if (json_is_string(at))
+        tlm_time_parse_rfc3339(json_string_value(at), json_string_length(at), &t, NULL);
+    json_decref(m);
+    if (c->nq == c->capq) {
+        size_t cap = c->capq ? 2 * c->capq : 16;
+        struct qline *v = realloc(c->q, cap * sizeof(*v));
+        if (!v)
+            return TLM_ENOMEM;
+        c->q = v;
+        c->capq = cap;
+    }
+    size_t i = c->nq;
+    while (i > 0 && c->q[i - 1].at > t)
+        i--;
+    memmove(c->q + i + 1, c->q + i, (c->nq - i) * sizeof(*c->q));
+    c->q[i] = (struct qline){ .at = t, .line = c->ctl_lines };
+    c->nq++;
+    return 0;
+}
+
 /* One control message (a complete line without its newline). */
 static int control_line(struct cctx *c, struct stage *st, const char *line, size_t n,
                         struct tlm_error *err)
@@ -691,9 +728,12 @@ static int control_line(struct cctx *c, struct stage *st, const char *line, size
         k++;
     if (k == n || line[k] == '#')
         return 0;
-    if (tlm_rules_control(c->rs, line, n, &e) < 0) {
+    int rc = tlm_rules_control(c->rs, line, n, &e);
+    if (rc < 0) {
         c->ctl_errors++;
         cli_warn("%s:%lld: %s (rules unchanged)", c->control_path, c->ctl_lines, e.text);
+    } else if (rc == TLM_RULES_QUEUED && queue_line(c, line, n)) {
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     }
     return apply_changes(c, st, c->max_ts, err);
 }
@@ -779,11 +819,22 @@ static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct 
     if (c->control_path && (rc = drain_control(c, st, err)))
         return rc;
     for (;;) {
+        size_t before = tlm_rules_pending(c->rs);
         rc = tlm_rules_due(c->rs, ts, &e);
+        size_t done = before - tlm_rules_pending(c->rs);
+        long long line = 0;
+        if (c->nq == before && done <= c->nq) {
+            line = done ? c->q[done - 1].line : 0;
+            memmove(c->q, c->q + done, (c->nq - done) * sizeof(*c->q));
+            c->nq -= done;
+        }
         if (rc < 0) {
             c->ctl_errors++;
-            cli_warn("%s: %s (rules unchanged)", c->control_path ? c->control_path : "--control",
-                     e.text);
+            if (line)
+                cli_warn("%s:%lld: %s (rules unchanged)", c->control_path, line, e.text);
+            else
+                cli_warn("%s: %s (rules unchanged)", c->control_path ? c->control_path : "--control",
+                         e.text);
         }
         /* a rule that takes effect at this event counts the archive before it */
         int arc = apply_changes(c, st, ts == TLM_TIME_MIN ? ts : ts - 1, err);
@@ -946,9 +997,14 @@ static int save(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err)
         /* ours first, then the rules (and so the pattern rules) before the pattern state */
         char h[24];
         snprintf(h, sizeof(h), "%016llx", c->rules_hash);
-        json_t *r = json_pack("{sssIsIss}", "t", "cep_rules", "control_lines",
+        json_t *lines = json_array();
+        for (size_t i = 0; lines && i < c->nq; i++)
+            json_array_append_new(lines, json_pack("[II]", (json_int_t)c->q[i].at,
+                                                   (json_int_t)c->q[i].line));
+        json_t *r = json_pack("{sssIsIsssO}", "t", "cep_rules", "control_lines",
                               (json_int_t)c->ctl_lines, "max_ts", (json_int_t)c->max_ts,
-                              "rules_hash", h);
+                              "rules_hash", h, "queued_lines", lines ? lines : json_null());
+        json_decref(lines);
         int rc = r ? tlm_snap_put(w, r, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
         json_decref(r);
         if (rc || (rc = tlm_rules_save(c->rs, w, err)))
@@ -967,6 +1023,21 @@ static int load(void *ctx, json_t *rec, struct tlm_error *err)
             c->max_ts = json_integer_value(json_object_get(rec, "max_ts"));
             const char *h = json_string_value(json_object_get(rec, "rules_hash"));
             c->rules_hash = h ? strtoull(h, NULL, 16) : 0;
+            json_t *ql = json_object_get(rec, "queued_lines"), *it;
+            size_t i;
+            c->nq = 0;
+            json_array_foreach(ql, i, it) {
+                if (c->nq == c->capq) {
+                    size_t cap = c->capq ? 2 * c->capq : 16;
+                    struct qline *v = realloc(c->q, cap * sizeof(*v));
+                    if (!v)
+                        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                    c->q = v;
+                    c->capq = cap;
+                }
+                c->q[c->nq++] = (struct qline){ .at = json_integer_value(json_array_get(it, 0)),
+                                                .line = json_integer_value(json_array_get(it, 1)) };
+            }
             c->reload_pending = 1;
             return 0;
         }
@@ -1036,6 +1107,7 @@ int cmd_cep(int argc, char **argv)
         cli_usage_error("out of memory");
     c.ctl_fd = -1;
     c.max_ts = TLM_TIME_MIN;
+    c.time_unit = common.time_unit;
     if (c.nhistory && !c.rules_path && !c.control_path)
         cli_usage_error("--history needs --rules or --control");
     if ((c.rules_path || c.control_path) && !c.key_field)
@@ -1136,6 +1208,7 @@ int cmd_cep(int argc, char **argv)
         json_decref(c.changes[i].doc);
     }
     free(c.changes);
+    free(c.q);
     tlm_rules_destroy(c.rs);
     if (c.ctl_fd >= 0)
         close(c.ctl_fd);
