@@ -823,7 +823,7 @@ static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct 
         rc = tlm_rules_due(c->rs, ts, &e);
         size_t done = before - tlm_rules_pending(c->rs);
         long long line = 0;
-        if (c->nq == before && done <= c->nq) {
+        if (done && c->nq == before && done <= c->nq) {
             line = done ? c->q[done - 1].line : 0;
             memmove(c->q, c->q + done, (c->nq - done) * sizeof(*c->q));
             c->nq -= done;
