@@ -1110,6 +1110,9 @@ int cmd_cep(int argc, char **argv)
     c.time_unit = common.time_unit;
     if (c.nhistory && !c.rules_path && !c.control_path)
         cli_usage_error("--history needs --rules or --control");
+    struct stat csb;
+    if (c.control_path && stat(c.control_path, &csb))
+        cli_usage_error("--control: %s: %s", c.control_path, strerror(errno));
     if ((c.rules_path || c.control_path) && !c.key_field)
         c.key_field = "customerId";
     load_patterns(&c);
