@@ -35,7 +35,7 @@
 #include "stage.h"
 
 static const char *const usage[] = {
-    "telem cep (--pattern <pattern> | --pattern-file <file>)... [--key <field>]",
+    "telem cep [--pattern <pattern> | --pattern-file <file>]... [--key <field>]",
     "          [--rules <file>] [--control <file>] [--history <file>]...",
     "          [--emit <template>] [--timeouts <file> [--timeout-emit <template>]]",
     "          [--late <file>] [<options>] [<file>...]",
@@ -58,14 +58,14 @@ enum {
 static const struct cli_opt pattern_opts[] = {
     { "pattern", K_PATTERN, "<pattern>", "a pattern in the pattern language (repeatable; ids p1, p2...)" },
     { "pattern-file", K_PATTERN_FILE, "<file>", "pattern documents: a JSON object or an array of them" },
-    { "key", K_KEY, "<field>", "match per value of this field (default: one stream; customerId with rules)" },
+    { "key", K_KEY, "<field>", "match per value of this field (default: one stream; with rules customerId)" },
     { NULL, 0, NULL, NULL },
 };
 
 static const struct cli_opt rule_opts[] = {
     { "rules", K_RULES, "<file>", "rule documents (threshold and pattern rules); SIGHUP re-reads it" },
     { "control", K_CONTROL, "<file>", "control messages (add, replace, delete rules) from a file or FIFO" },
-    { "history", K_HISTORY, "<file>", "archive segment or directory replayed into a threshold rule when it is added (repeatable)" },
+    { "history", K_HISTORY, "<file>", "archive (file or directory) replayed into each threshold rule added" },
     { NULL, 0, NULL, NULL },
 };
 
