@@ -4,7 +4,7 @@
  * rule evaluated through tlm_expr_test on a DOM, as the seed's authors did with JsonPath).
  *
  *   bench_rules [--rules N] [--events N] [--naive-events N] [--customers N]
- *               [--range N] [--complex N] [--seed N]
+ *               [--range N] [--complex N] [--seed N] [--write PREFIX]
  *
  * Rule mix (deterministic from --seed): half global, half per customer; most rules test
  * `type == "tK" && amount > C` or `country in [...] && type == "tK"` (indexed, simple);
@@ -14,7 +14,8 @@
  * --customers customer ids, about 116 bytes each. Prints events/s for both engines, the
  * ratio, and that both gave the same alerts (on the naive subset). Times are the thread's
  * CPU time (the wall rate is printed too): the machine may be shared. Timings only: never
- * run by make check.
+ * run by make check. --write PREFIX writes PREFIX.rules.ndjson and PREFIX.events.ndjson
+ * instead of timing (for bench/cep/rules.sh: the same rules through `telem cep --rules`).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,22 @@ int main(int argc, char **argv)
                        tlm_rng_below(&g, 20) ? "user" : "admin", (int)tlm_rng_below(&g, 1000));
     }
     off[nev] = ev.len;
+    /* --write PREFIX: the rules and the events as files for `telem cep --rules` (the
+     * command-level bench, bench/cep/rules.sh), nothing timed */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--write"))
+            continue;
+        char path[4096];
+        FILE *f;
+        snprintf(path, sizeof path, "%s.rules.ndjson", argv[i + 1]);
+        if (!(f = fopen(path, "w")) || fwrite(rules.data, 1, rules.len, f) != rules.len ||
+            fclose(f))
+            return 1;
+        snprintf(path, sizeof path, "%s.events.ndjson", argv[i + 1]);
+        if (!(f = fopen(path, "w")) || fwrite(ev.data, 1, ev.len, f) != ev.len || fclose(f))
+            return 1;
+        return 0;
+    }
     if (nnaive > nev)
         nnaive = nev;
 

@@ -10,10 +10,20 @@
  *
  * The patterns are a set with ids (one per --pattern, or per document of --pattern-file),
  * each with its own per-key state: the unit a rule set plugs into.
+ *
+ * Rules (seed 002, lib/rules): --rules FILE and --control FILE|FIFO keep a rule set that
+ * changes while events flow. Threshold rules are counted by lib/rules on each event; pattern
+ * rules are compiled into the same pattern engine as --pattern (added, replaced and removed
+ * by id through the rules engine's on_change callback). --history replays archived events
+ * into a threshold rule when it is added.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cep.h"
@@ -21,21 +31,41 @@
 #include "cmd.h"
 #include "expr.h"
 #include "jwrite.h"
+#include "rules.h"
 #include "stage.h"
 
 static const char *const usage[] = {
-    "telem cep (--pattern <pattern> | --pattern-file <file>)... [--key <field>]",
+    "telem cep [--pattern <pattern> | --pattern-file <file>]... [--key <field>]",
+    "          [--rules <file>] [--control <file>] [--history <file>]...",
     "          [--emit <template>] [--timeouts <file> [--timeout-emit <template>]]",
     "          [--late <file>] [<options>] [<file>...]",
     NULL,
 };
 
-enum { K_PATTERN = CLI_KEY_CMD, K_PATTERN_FILE, K_KEY, K_EMIT, K_TIMEOUTS, K_TIMEOUT_EMIT, K_LATE };
+enum {
+    K_PATTERN = CLI_KEY_CMD,
+    K_PATTERN_FILE,
+    K_KEY,
+    K_EMIT,
+    K_TIMEOUTS,
+    K_TIMEOUT_EMIT,
+    K_LATE,
+    K_RULES,
+    K_CONTROL,
+    K_HISTORY
+};
 
 static const struct cli_opt pattern_opts[] = {
     { "pattern", K_PATTERN, "<pattern>", "a pattern in the pattern language (repeatable; ids p1, p2...)" },
     { "pattern-file", K_PATTERN_FILE, "<file>", "pattern documents: a JSON object or an array of them" },
-    { "key", K_KEY, "<field>", "match per value of this field (default: one stream)" },
+    { "key", K_KEY, "<field>", "match per value of this field (default: one stream; with rules customerId)" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt rule_opts[] = {
+    { "rules", K_RULES, "<file>", "rule documents (threshold and pattern rules); SIGHUP re-reads it" },
+    { "control", K_CONTROL, "<file>", "control messages (add, replace, delete rules) from a file or FIFO" },
+    { "history", K_HISTORY, "<file>", "archive (file or directory) replayed into each threshold rule added" },
     { NULL, 0, NULL, NULL },
 };
 
@@ -49,6 +79,7 @@ static const struct cli_opt out_opts[] = {
 
 static const struct cli_group groups[] = {
     { "Patterns", pattern_opts },
+    { "Rules", rule_opts },
     { "Output", out_opts },
     { "Input and output", cli_opts_io },
     { "Event time", cli_opts_time },
@@ -86,6 +117,40 @@ struct cctx {
     long long late_events, emit_empty, emit_errors;
     struct tlm_cep_hint hints[STAGE_BATCH];
     json_t *docs;                    /* canonical pattern documents (shape) */
+    /* rules */
+    const char *rules_path;
+    const char *control_path;
+    const char **history;            /* --history arguments (files or directories) */
+    size_t nhistory;
+    struct tlm_rules *rs;            /* NULL without --rules / --control */
+    struct change {
+        enum tlm_rules_change what;
+        char *id;
+        json_t *doc;                 /* copy, NULL for DELETED */
+    } *changes;                      /* recorded by on_change, applied after the call */
+    size_t nchanges, capchanges;
+    struct slot {                    /* per pattern engine slot */
+        char *scope;                 /* scope key of a per-customer pattern rule */
+        int from_rule;
+    } *slots;
+    size_t nslots;
+    size_t nstatic;                  /* slots of --pattern / --pattern-file */
+    size_t active;                   /* patterns in the engine */
+    tlm_time_t max_ts;               /* highest event time processed (TLM_TIME_MIN: none) */
+    int ctl_fd;                      /* -1: not open (yet) */
+    int ctl_done;                    /* regular file read */
+    long long ctl_lines;             /* control lines consumed (skipped after a restore) */
+    long long ctl_skip;
+    struct tlm_buf ctl_buf;
+    int reload_pending;              /* reload --rules after a restore */
+    enum tlm_time_unit time_unit;    /* --time-unit (of "at" numbers) */
+    unsigned long long rules_hash;   /* of the --rules text in force */
+    long long ctl_errors, replays, replay_errors, replay_events, reloads;
+    struct qline {                   /* control lines queued in lib/rules until their "at" */
+        tlm_time_t at;
+        long long line;
+    } *q;                            /* in lib/rules' order: (at, arrival) */
+    size_t nq, capq;
 };
 
 static void handle(int key, const char *arg, void *p)
@@ -101,6 +166,9 @@ static void handle(int key, const char *arg, void *p)
     case K_TIMEOUTS: c->timeouts_path = arg; return;
     case K_TIMEOUT_EMIT: c->timeout_emit_src = arg; return;
     case K_LATE: c->late_path = arg; return;
+    case K_RULES: c->rules_path = arg; return;
+    case K_CONTROL: c->control_path = arg; return;
+    case K_HISTORY: list = &c->history; n = &c->nhistory; break;
     default: return;
     }
     const char **nl = realloc(*list, (*n + 1) * sizeof(char *));
@@ -165,8 +233,8 @@ static void load_patterns(struct cctx *c)
         }
         json_decref(doc);
     }
-    if (np == 0)
-        cli_usage_error("which pattern? give --pattern or --pattern-file");
+    if (np == 0 && !c->rules_path && !c->control_path)
+        cli_usage_error("which pattern? give --pattern, --pattern-file, --rules or --control");
 }
 
 static void build_paths(struct cctx *c)
@@ -256,9 +324,9 @@ static size_t pattern_index(struct cctx *c, const struct tlm_cep_pattern *p)
     return i;
 }
 
-static int write_emit(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_match *m)
+static int write_emit(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_match *m,
+                      size_t pi)
 {
-    size_t pi = pattern_index(c, m->pattern);
     json_t *out = NULL;
     struct tlm_error err;
     int rc = tlm_cep_template_eval(m->timeout ? c->temit[pi] : c->emit[pi], m, &out, &err);
@@ -278,18 +346,35 @@ static int write_emit(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_ma
     return rc || tlm_buf_putc(b, '\n') ? TLM_ENOMEM : 1;
 }
 
+/* Is the match's key the scope key of a per-customer pattern rule? The key is JSON text
+ * (a string as our writer spells it); the scope is a key's text: a string's characters,
+ * or the JSON text of another value, as lib/rules compares. */
+static int in_scope(struct cctx *c, const char *scope, const char *key, size_t keylen)
+{
+    size_t n = strlen(scope);
+    if (keylen && key[0] != '"')
+        return keylen == n && memcmp(key, scope, n) == 0;
+    tlm_buf_reset(&c->tmp);
+    if (tlm_json_put_string(&c->tmp, scope, n))
+        return 0;
+    return keylen == c->tmp.len && memcmp(key, c->tmp.data, keylen) == 0;
+}
+
 static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
 {
     struct cctx *c = arg;
     int rc;
+    size_t pi = pattern_index(c, m->pattern);
+    if (pi < c->nslots && c->slots[pi].scope && !in_scope(c, c->slots[pi].scope, m->key, m->keylen))
+        return 0;
     if (m->timeout) {
         if (!c->timeouts_path)
             return 0;
         if (!c->timeouts &&
             (rc = tlm_writer_open(c->timeouts_path, stage_restored(c->st), &c->timeouts, err)))
             return rc;
-        if (c->temit) {
-            rc = write_emit(c, &c->timeouts->buf, m);
+        if (c->temit && pi < c->nslots && c->temit[pi]) {
+            rc = write_emit(c, &c->timeouts->buf, m, pi);
             if (rc < 0)
                 return tlm_error_set(err, TLM_ENOMEM, "out of memory");
             return rc ? tlm_writer_end_line(c->timeouts, err) : 0;
@@ -299,8 +384,8 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
         return tlm_writer_end_line(c->timeouts, err);
     }
     struct tlm_buf *b = &stage_out(c->st)->buf;
-    if (c->emit) {
-        rc = write_emit(c, b, m);
+    if (c->emit && pi < c->nslots && c->emit[pi]) {
+        rc = write_emit(c, b, m, pi);
         if (rc < 0)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         return rc ? stage_rows(c->st, 1, err) : 0;
@@ -308,6 +393,481 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
     if (write_default(c, b, m))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     return stage_rows(c->st, 1, err);
+}
+
+
+/* ---- rules (--rules, --control, --history) ---------------------------------------- */
+
+static int grow_slots(struct cctx *c)
+{
+    size_t n = tlm_cep_count(c->cep);
+    if (n <= c->nslots)
+        return 0;
+    struct slot *s = realloc(c->slots, n * sizeof(*s));
+    struct tlm_cep_template **e = s ? realloc(c->emit, n * sizeof(*e)) : NULL;
+    if (s)
+        c->slots = s;
+    if (e)
+        c->emit = e;
+    struct tlm_cep_template **t = e ? realloc(c->temit, n * sizeof(*t)) : NULL;
+    if (!t)
+        return TLM_ENOMEM;
+    c->temit = t;
+    for (size_t i = c->nslots; i < n; i++) {
+        c->slots[i] = (struct slot){ .scope = NULL, .from_rule = 0 };
+        c->emit[i] = c->temit[i] = NULL;
+    }
+    c->nslots = n;
+    return 0;
+}
+
+/* Validates a pattern rule's pattern (lib/rules calls it before accepting a change). */
+static int rule_pattern_check(void *arg, const char *id, const char *pattern,
+                              struct tlm_error *err)
+{
+    struct cctx *c = arg;
+    struct tlm_error e;
+    tlm_error_clear(&e);
+    for (size_t i = 0; i < c->nstatic; i++) {
+        const struct tlm_cep_pattern *p = tlm_cep_get(c->cep, i);
+        if (p && !strcmp(tlm_cep_pattern_id(p), id))
+            return tlm_error_set(err, TLM_EINVAL, "id taken by a --pattern");
+    }
+    struct tlm_cep_pattern *p = tlm_cep_pattern_parse(pattern, &e);
+    if (!p)
+        return tlm_error_set(err, e.code, "column %ld: %s", e.column, e.text);
+    tlm_cep_pattern_destroy(p);
+    return 0;
+}
+
+static void rule_changed(void *arg, enum tlm_rules_change what, const char *id, const json_t *doc)
+{
+    struct cctx *c = arg;
+    if (c->nchanges == c->capchanges) {
+        size_t n = c->capchanges ? 2 * c->capchanges : 16;
+        struct change *v = realloc(c->changes, n * sizeof(*v));
+        if (!v)
+            return; /* lost: reported as out of memory by apply_changes */
+        c->changes = v;
+        c->capchanges = n;
+    }
+    c->changes[c->nchanges++] = (struct change){
+        .what = what, .id = strdup(id), .doc = doc ? json_deep_copy(doc) : NULL
+    };
+}
+
+static long find_slot(struct cctx *c, const char *id)
+{
+    for (size_t i = c->nstatic; i < tlm_cep_count(c->cep); i++) {
+        const struct tlm_cep_pattern *p = tlm_cep_get(c->cep, i);
+        if (p && !strcmp(tlm_cep_pattern_id(p), id))
+            return (long)i;
+    }
+    return -1;
+}
+
+static void remove_pattern(struct cctx *c, const char *id)
+{
+    long i = find_slot(c, id);
+    if (i < 0)
+        return;
+    tlm_cep_remove(c->cep, id, NULL);
+    tlm_cep_template_destroy(c->emit[i]);
+    tlm_cep_template_destroy(c->temit[i]);
+    c->emit[i] = c->temit[i] = NULL;
+    free(c->slots[i].scope);
+    c->slots[i].scope = NULL;
+    c->active--;
+}
+
+/* Compiles a pattern rule into the engine (checked by rule_pattern_check already). */
+static int add_pattern_rule(struct cctx *c, const char *id, const json_t *doc,
+                            struct tlm_error *err)
+{
+    struct tlm_error e;
+    tlm_error_clear(&e);
+    const char *src = json_string_value(json_object_get(doc, "pattern"));
+    const char *esrc = json_string_value(json_object_get(doc, "emit"));
+    const json_t *scope = json_object_get(json_object_get(doc, "scope"), "key");
+    struct tlm_cep_pattern *p = src ? tlm_cep_pattern_parse(src, &e) : NULL;
+    if (!p || tlm_cep_pattern_set_id(p, id)) {
+        tlm_cep_pattern_destroy(p);
+        return tlm_error_set(err, TLM_EINVAL, "rule %s: \"pattern\": %s", id, e.text);
+    }
+    if (tlm_cep_add(c->cep, p, err))
+        return err->code;
+    if (grow_slots(c))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    size_t i = tlm_cep_count(c->cep) - 1;
+    c->active++;
+    c->slots[i].from_rule = 1;
+    if (scope) {
+        char *t = json_is_string(scope) ? strdup(json_string_value(scope))
+                                        : json_dumps(scope, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (!t)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        c->slots[i].scope = t;
+    }
+    if (esrc || c->emit_src) {
+        c->emit[i] = tlm_cep_template_create(tlm_cep_get(c->cep, i), esrc ? esrc : c->emit_src, &e);
+        if (!c->emit[i])
+            cli_warn("rule %s: \"emit\": column %ld: %s (matches are written whole)", id,
+                     e.column, e.text);
+    }
+    if (c->timeout_emit_src) {
+        c->temit[i] = tlm_cep_template_create(tlm_cep_get(c->cep, i), c->timeout_emit_src, &e);
+        if (!c->temit[i])
+            cli_warn("rule %s: --timeout-emit: column %ld: %s", id, e.column, e.text);
+    }
+    return 0;
+}
+
+/* --history arguments as files: a directory stands for its files in name order (the
+ * archive's segment names sort in arrival order). Read when a replay starts, so that
+ * segments written since the start are included. */
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char **history_files(struct cctx *c, size_t *n)
+{
+    char **v = NULL;
+    size_t cnt = 0, cap = 0;
+    for (size_t i = 0; i < c->nhistory; i++) {
+        struct stat sb;
+        DIR *d = stat(c->history[i], &sb) == 0 && S_ISDIR(sb.st_mode) ? opendir(c->history[i]) : NULL;
+        size_t first = cnt;
+        struct dirent *de;
+        for (;;) {
+            char *path = NULL;
+            if (d) {
+                if (!(de = readdir(d)))
+                    break;
+                if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp"))
+                    continue;
+                size_t len = strlen(c->history[i]) + strlen(de->d_name) + 2;
+                if ((path = malloc(len)))
+                    snprintf(path, len, "%s/%s", c->history[i], de->d_name);
+            } else {
+                path = strdup(c->history[i]);
+            }
+            if (cnt == cap) {
+                cap = cap ? 2 * cap : 16;
+                char **nv = realloc(v, cap * sizeof(*v));
+                if (!nv)
+                    cli_usage_error("out of memory");
+                v = nv;
+            }
+            if (!path)
+                cli_usage_error("out of memory");
+            v[cnt++] = path;
+            if (!d)
+                break;
+        }
+        if (d) {
+            closedir(d);
+            qsort(v + first, cnt - first, sizeof(*v), name_cmp);
+        }
+    }
+    *n = cnt;
+    return v;
+}
+
+/* Replays --history into threshold rule id: archived events with a time <= until. */
+static int replay(struct cctx *c, struct stage *st, const char *id, tlm_time_t until,
+                  struct tlm_error *err)
+{
+    size_t n;
+    char **files = history_files(c, &n);
+    struct tlm_rules_replay_info info;
+    struct tlm_error e;
+    tlm_error_clear(&e);
+    memset(&info, 0, sizeof(info));
+    int rc = tlm_rules_replay(c->rs, id, (const char *const *)files, n, until,
+                              &stage_out(st)->buf, &info, &e);
+    for (size_t i = 0; i < n; i++)
+        free(files[i]);
+    free(files);
+    c->replays++;
+    c->replay_events += info.counted;
+    if (rc == TLM_ENOMEM)
+        return tlm_error_set(err, rc, "out of memory");
+    if (rc < 0) {
+        c->replay_errors++;
+        cli_warn("rule %s: --history: %s (the rule counts live events only)", id, e.text);
+        return 0;
+    }
+    return rc ? stage_rows(st, rc, err) : 0;
+}
+
+/* Applies the changes recorded by rule_changed: the pattern engine follows the rule set,
+ * and threshold rules added (or replaced) are bootstrapped from --history with archived
+ * events up to until (st NULL: no replay, as for rules restored from a snapshot). */
+static int apply_changes(struct cctx *c, struct stage *st, tlm_time_t until,
+                         struct tlm_error *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < c->nchanges; i++) {
+        struct change *ch = &c->changes[i];
+        if (rc == 0 && !ch->id)
+            rc = tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        if (rc == 0)
+            remove_pattern(c, ch->id);
+        int pattern = ch->doc && !strcmp(json_string_value(json_object_get(ch->doc, "type")) ?
+                                         json_string_value(json_object_get(ch->doc, "type")) : "",
+                                         "pattern");
+        if (rc == 0 && ch->doc && pattern)
+            rc = add_pattern_rule(c, ch->id, ch->doc, err);
+        else if (rc == 0 && ch->doc && st && c->nhistory && until != TLM_TIME_MIN &&
+                 (ch->what == TLM_RULES_ADDED || ch->what == TLM_RULES_REPLACED))
+            rc = replay(c, st, ch->id, until, err);
+        free(ch->id);
+        json_decref(ch->doc);
+    }
+    c->nchanges = 0;
+    return rc;
+}
+
+static int read_all(const char *opt, const char *path, struct tlm_buf *b, struct tlm_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    char tmp[65536];
+    size_t n;
+    if (!f)
+        return tlm_error_set(err, TLM_EIO, "%s: %s: %s", opt, path, strerror(errno));
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        if (tlm_buf_append(b, tmp, n)) {
+            fclose(f);
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        }
+    int bad = ferror(f);
+    fclose(f);
+    return bad ? tlm_error_set(err, TLM_EIO, "%s: %s: read error", opt, path) : 0;
+}
+
+/* (Re)reads --rules as the whole rule set. Returns 0, or a negative code with err filled
+ * (the rule set unchanged). */
+static unsigned long long fnv(const char *p, size_t n)
+{
+    unsigned long long h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int load_rules(struct cctx *c, int if_changed, struct tlm_error *err)
+{
+    int changed = 0;
+    struct tlm_buf b = TLM_BUF_INIT;
+    int rc = read_all("--rules", c->rules_path, &b, err);
+    unsigned long long h = rc == 0 ? fnv(b.data ? b.data : "", b.len) : 0;
+    if (rc == 0 && if_changed && h == c->rules_hash) {
+        tlm_buf_free(&b);
+        return 0;
+    }
+    if (rc == 0)
+        c->rules_hash = h;
+    if (rc == 0 &&
+        (changed = tlm_rules_reload(c->rs, b.data ? b.data : "", b.len, c->rules_path, err)) < 0)
+        rc = err->code ? err->code : TLM_EINVAL;
+    tlm_buf_free(&b);
+    return rc ? rc : changed;
+}
+
+static void warn_error(const struct tlm_error *e)
+{
+    char msg[1200];
+    cli_warn("%s", tlm_error_format(e, msg, sizeof(msg)));
+}
+
+/* Remembers the line of a message queued by lib/rules (which keeps no line numbers), in
+ * the engine's order, so that one failing when due is reported with its line. */
+static int queue_line(struct cctx *c, const char *line, size_t n)
+{
+    json_t *m = json_loadb(line, n, 0, NULL), *at = json_object_get(m, "at");
+    tlm_time_t t = TLM_TIME_MIN;
+    enum tlm_time_unit u = c->time_unit;
+    if (json_is_integer(at))
+        tlm_time_from_int(json_integer_value(at), u, &t, NULL);
+    else if (json_is_real(at))
+        tlm_time_from_double(json_real_value(at), u, &t, NULL);
+    else if (json_is_string(at))
+        tlm_time_parse_rfc3339(json_string_value(at), json_string_length(at), &t, NULL);
+    json_decref(m);
+    if (c->nq == c->capq) {
+        size_t cap = c->capq ? 2 * c->capq : 16;
+        struct qline *v = realloc(c->q, cap * sizeof(*v));
+        if (!v)
+            return TLM_ENOMEM;
+        c->q = v;
+        c->capq = cap;
+    }
+    size_t i = c->nq;
+    while (i > 0 && c->q[i - 1].at > t)
+        i--;
+    memmove(c->q + i + 1, c->q + i, (c->nq - i) * sizeof(*c->q));
+    c->q[i] = (struct qline){ .at = t, .line = c->ctl_lines };
+    c->nq++;
+    return 0;
+}
+
+/* One control message (a complete line without its newline). */
+static int control_line(struct cctx *c, struct stage *st, const char *line, size_t n,
+                        struct tlm_error *err)
+{
+    struct tlm_error e;
+    tlm_error_clear(&e);
+    c->ctl_lines++;
+    if (c->ctl_lines <= c->ctl_skip)
+        return 0; /* applied before the snapshot was taken */
+    while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+        n--;
+    size_t k = 0;
+    while (k < n && (line[k] == ' ' || line[k] == '\t'))
+        k++;
+    if (k == n || line[k] == '#')
+        return 0;
+    int rc = tlm_rules_control(c->rs, line, n, &e);
+    if (rc < 0) {
+        c->ctl_errors++;
+        cli_warn("%s:%lld: %s (rules unchanged)", c->control_path, c->ctl_lines, e.text);
+    } else if (rc == TLM_RULES_QUEUED && queue_line(c, line, n)) {
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    }
+    return apply_changes(c, st, c->max_ts, err);
+}
+
+/* Reads what the control source has: a regular file once, to its end (its messages with
+ * "at" wait in the rules engine's queue); a FIFO (opened read-write, so that writers may
+ * come and go) whatever its writers sent, without waiting. */
+static int drain_control(struct cctx *c, struct stage *st, struct tlm_error *err)
+{
+    if (c->ctl_done)
+        return 0;
+    if (c->ctl_fd < 0) {
+        struct stat sb;
+        if (stat(c->control_path, &sb))
+            return tlm_error_set(err, TLM_EIO, "--control: %s: %s", c->control_path,
+                                 strerror(errno));
+        if (S_ISREG(sb.st_mode)) {
+            struct tlm_buf b = TLM_BUF_INIT;
+            int rc = read_all("--control", c->control_path, &b, err);
+            for (size_t i = 0; rc == 0 && i < b.len;) {
+                const char *nl = memchr(b.data + i, '\n', b.len - i);
+                size_t e = nl ? (size_t)(nl - b.data) : b.len;
+                rc = control_line(c, st, b.data + i, e - i, err);
+                i = e + 1;
+            }
+            tlm_buf_free(&b);
+            c->ctl_done = 1;
+            return rc;
+        }
+        c->ctl_skip = 0; /* what a FIFO delivered before a restart is gone */
+        c->ctl_fd = open(c->control_path,
+                         (S_ISFIFO(sb.st_mode) ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+        if (c->ctl_fd < 0)
+            return tlm_error_set(err, TLM_EIO, "--control: %s: %s", c->control_path,
+                                 strerror(errno));
+    }
+    for (;;) {
+        char tmp[65536];
+        ssize_t r = read(c->ctl_fd, tmp, sizeof(tmp));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (tlm_buf_append(&c->ctl_buf, tmp, (size_t)r))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    }
+    size_t i = 0;
+    int rc = 0;
+    while (rc == 0 && i < c->ctl_buf.len) {
+        const char *nl = memchr(c->ctl_buf.data + i, '\n', c->ctl_buf.len - i);
+        if (!nl)
+            break;
+        size_t e = (size_t)(nl - c->ctl_buf.data);
+        rc = control_line(c, st, c->ctl_buf.data + i, e - i, err);
+        i = e + 1;
+    }
+    if (i) {
+        memmove(c->ctl_buf.data, c->ctl_buf.data + i, c->ctl_buf.len - i);
+        c->ctl_buf.len -= i;
+    }
+    return rc;
+}
+
+/* Before each event: a reload due after a restore, control messages, queued changes due. */
+static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct tlm_error *err)
+{
+    struct tlm_error e;
+    int rc;
+    tlm_error_clear(&e);
+    tlm_rules_set_out_unit(c->rs, stage_time_unit(st));
+    if (c->reload_pending) {
+        c->reload_pending = 0;
+        if (stage_restored(st) && c->rules_path) {
+            /* the file as saved keeps the rule set restored (control changes included) */
+            if (load_rules(c, 1, &e) < 0) {
+                warn_error(&e);
+                c->nchanges = 0;
+            }
+            if ((rc = apply_changes(c, st, c->max_ts, err)))
+                return rc;
+        }
+    }
+    if (c->control_path && (rc = drain_control(c, st, err)))
+        return rc;
+    for (;;) {
+        size_t before = tlm_rules_pending(c->rs);
+        rc = tlm_rules_due(c->rs, ts, &e);
+        size_t done = before - tlm_rules_pending(c->rs);
+        long long line = 0;
+        if (done && c->nq == before && done <= c->nq) {
+            line = done ? c->q[done - 1].line : 0;
+            memmove(c->q, c->q + done, (c->nq - done) * sizeof(*c->q));
+            c->nq -= done;
+        }
+        if (rc < 0) {
+            c->ctl_errors++;
+            if (line)
+                cli_warn("%s:%lld: %s (rules unchanged)", c->control_path, line, e.text);
+            else
+                cli_warn("%s: %s (rules unchanged)", c->control_path ? c->control_path : "--control",
+                         e.text);
+        }
+        /* a rule that takes effect at this event counts the archive before it */
+        int arc = apply_changes(c, st, ts == TLM_TIME_MIN ? ts : ts - 1, err);
+        if (arc)
+            return arc;
+        if (rc >= 0)
+            return 0;
+    }
+}
+
+static int on_reload(void *ctx, struct stage *st, struct tlm_error *err)
+{
+    struct cctx *c = ctx;
+    struct tlm_error e;
+    tlm_error_clear(&e);
+    if (!c->rules_path)
+        return 0;
+    c->reloads++;
+    int n = load_rules(c, 0, &e);
+    if (n >= 0)
+        cli_warn("%s: reloaded, %zu rule%s, %d changed", c->rules_path, tlm_rules_count(c->rs),
+                 tlm_rules_count(c->rs) == 1 ? "" : "s", n);
+    if (n < 0) {
+        warn_error(&e);
+        cli_warn("--rules: keeping the rules in force");
+        for (size_t i = 0; i < c->nchanges; i++) {
+            free(c->changes[i].id);
+            json_decref(c->changes[i].doc);
+        }
+        c->nchanges = 0;
+        return 0;
+    }
+    return apply_changes(c, st, c->max_ts, err);
 }
 
 /* ---- the stage ---------------------------------------------------------------------- */
@@ -334,8 +894,23 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     size_t klen = 4;
     int rc;
     c->st = st;
+    if (c->rs && (rc = rules_before(c, st, ev->ts, err)))
+        return rc;
     if (ev->late)
         return write_late(c, st, ev, err);
+    if (c->rs) {
+        int n = tlm_rules_event(c->rs, ev->line, ev->len, ev->ts, &stage_out(st)->buf, err);
+        if (n == TLM_EPARSE)
+            return stage_reject(st, "%s", err->text);
+        if (n < 0)
+            return n;
+        if (n && (rc = stage_rows(st, n, err)))
+            return rc;
+        if (c->max_ts == TLM_TIME_MIN || ev->ts > c->max_ts)
+            c->max_ts = ev->ts;
+        if (!c->active || ev->vals[0].type == TLM_JNONE)
+            return 0; /* no pattern, or an event without a key: for threshold rules only */
+    }
     if (c->key_field) {
         const struct tlm_jval *k = &ev->vals[0];
         if (k->type == TLM_JNONE)
@@ -379,6 +954,8 @@ static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_e
     struct cctx *c = ctx;
     struct tlm_cep_sink sink = { c, emit };
     c->st = st;
+    if (c->rs && wm != TLM_TIME_MAX)
+        tlm_rules_watermark(c->rs, wm);
     return tlm_cep_advance(c->cep, wm, &sink, err);
 }
 
@@ -399,9 +976,9 @@ static int on_flush(void *ctx)
 static json_t *shape(void *ctx)
 {
     struct cctx *c = ctx;
-    return json_pack("{sOssssss}", "patterns", c->docs, "key", c->key_field ? c->key_field : "",
+    return json_pack("{sOsssssssb}", "patterns", c->docs, "key", c->key_field ? c->key_field : "",
                      "emit", c->emit_src ? c->emit_src : "", "timeout_emit",
-                     c->timeout_emit_src ? c->timeout_emit_src : "");
+                     c->timeout_emit_src ? c->timeout_emit_src : "", "rules", c->rs != NULL);
 }
 
 static int put_rec(void *arg, const json_t *rec)
@@ -416,12 +993,60 @@ static int save(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err)
         return err->code;
     if (c->timeouts && tlm_writer_sync(c->timeouts, err))
         return err->code;
+    if (c->rs) {
+        /* ours first, then the rules (and so the pattern rules) before the pattern state */
+        char h[24];
+        snprintf(h, sizeof(h), "%016llx", c->rules_hash);
+        json_t *lines = json_array();
+        for (size_t i = 0; lines && i < c->nq; i++)
+            json_array_append_new(lines, json_pack("[II]", (json_int_t)c->q[i].at,
+                                                   (json_int_t)c->q[i].line));
+        json_t *r = json_pack("{sssIsIsssO}", "t", "cep_rules", "control_lines",
+                              (json_int_t)c->ctl_lines, "max_ts", (json_int_t)c->max_ts,
+                              "rules_hash", h, "queued_lines", lines ? lines : json_null());
+        json_decref(lines);
+        int rc = r ? tlm_snap_put(w, r, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        json_decref(r);
+        if (rc || (rc = tlm_rules_save(c->rs, w, err)))
+            return rc;
+    }
     return tlm_cep_save(c->cep, put_rec, w, err);
 }
 
 static int load(void *ctx, json_t *rec, struct tlm_error *err)
 {
     struct cctx *c = ctx;
+    if (c->rs) {
+        const char *t = json_string_value(json_object_get(rec, "t"));
+        if (t && !strcmp(t, "cep_rules")) {
+            c->ctl_skip = json_integer_value(json_object_get(rec, "control_lines"));
+            c->max_ts = json_integer_value(json_object_get(rec, "max_ts"));
+            const char *h = json_string_value(json_object_get(rec, "rules_hash"));
+            c->rules_hash = h ? strtoull(h, NULL, 16) : 0;
+            json_t *ql = json_object_get(rec, "queued_lines"), *it;
+            size_t i;
+            c->nq = 0;
+            json_array_foreach(ql, i, it) {
+                if (c->nq == c->capq) {
+                    size_t cap = c->capq ? 2 * c->capq : 16;
+                    struct qline *v = realloc(c->q, cap * sizeof(*v));
+                    if (!v)
+                        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                    c->q = v;
+                    c->capq = cap;
+                }
+                c->q[c->nq++] = (struct qline){ .at = json_integer_value(json_array_get(it, 0)),
+                                                .line = json_integer_value(json_array_get(it, 1)) };
+            }
+            c->reload_pending = 1;
+            return 0;
+        }
+        int rc = tlm_rules_load(c->rs, rec, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            return apply_changes(c, NULL, TLM_TIME_MIN, err); /* restored: no replay */
+    }
     return tlm_cep_load(c->cep, rec, err);
 }
 
@@ -439,8 +1064,30 @@ static void stats(void *ctx, json_t *o)
     json_object_set_new(o, "timeouts", json_integer(s.timeouts));
     json_object_set_new(o, "late_events", json_integer(c->late_events));
     json_object_set_new(o, "condition_errors", json_integer(s.cond_errors));
-    if (c->emit)
+    if (c->emit_src)
         json_object_set_new(o, "emit_empty", json_integer(c->emit_empty + c->emit_errors));
+    if (c->rs) {
+        struct tlm_rules_stats r;
+        tlm_rules_get_stats(c->rs, &r);
+        json_object_set_new(o, "rules", json_integer((json_int_t)tlm_rules_count(c->rs)));
+        json_object_set_new(o, "rules_pending", json_integer((json_int_t)tlm_rules_pending(c->rs)));
+        json_object_set_new(o, "rules_events", json_integer(r.events));
+        json_object_set_new(o, "rules_candidates", json_integer(r.candidates));
+        json_object_set_new(o, "rules_matched", json_integer(r.matched));
+        json_object_set_new(o, "rules_alerts", json_integer(r.alerts));
+        json_object_set_new(o, "rules_late", json_integer(r.late));
+        json_object_set_new(o, "rules_expired", json_integer(r.expired));
+        json_object_set_new(o, "rules_eval_errors", json_integer(r.eval_errors));
+        json_object_set_new(o, "rules_dom_parses", json_integer(r.dom_parses));
+        json_object_set_new(o, "rules_indexed", json_integer(r.indexed));
+        json_object_set_new(o, "rules_unindexed", json_integer(r.unindexed));
+        json_object_set_new(o, "rules_keys", json_integer(r.keys));
+        json_object_set_new(o, "control_errors", json_integer(c->ctl_errors));
+        json_object_set_new(o, "replays", json_integer(c->replays));
+        json_object_set_new(o, "replay_errors", json_integer(c->replay_errors));
+        json_object_set_new(o, "replay_counted", json_integer(c->replay_events));
+        json_object_set_new(o, "reloads", json_integer(c->reloads));
+    }
 }
 
 int cmd_cep(int argc, char **argv)
@@ -458,20 +1105,49 @@ int cmd_cep(int argc, char **argv)
 
     if (!(c.cep = tlm_cep_create()) || !(c.docs = json_array()))
         cli_usage_error("out of memory");
+    c.ctl_fd = -1;
+    c.max_ts = TLM_TIME_MIN;
+    c.time_unit = common.time_unit;
+    if (c.nhistory && !c.rules_path && !c.control_path)
+        cli_usage_error("--history needs --rules or --control");
+    struct stat csb;
+    if (c.control_path && stat(c.control_path, &csb))
+        cli_usage_error("--control: %s: %s", c.control_path, strerror(errno));
+    if ((c.rules_path || c.control_path) && !c.key_field)
+        c.key_field = "customerId";
     load_patterns(&c);
+    c.nstatic = c.active = tlm_cep_count(c.cep);
+    if (c.rules_path || c.control_path) {
+        struct tlm_rules_opts ro = {
+            .key_field = c.key_field,
+            .time_field = common.time_field,
+            .time_unit = common.time_unit,
+            .out_unit = TLM_UNIT_AUTO,
+            .pattern_check = rule_pattern_check,
+            .on_change = rule_changed,
+            .arg = &c,
+        };
+        if (!(c.rs = tlm_rules_create(&ro, &err)))
+            cli_usage_error("--key: %s", err.text);
+        if (c.rules_path && load_rules(&c, 0, &err) < 0) {
+            char msg[1200];
+            cli_usage_error("%s", tlm_error_format(&err, msg, sizeof(msg)));
+        }
+        if (apply_changes(&c, NULL, TLM_TIME_MIN, &err))
+            cli_usage_error("%s", err.text);
+        c.reload_pending = 1;
+    }
+    if (grow_slots(&c))
+        cli_usage_error("out of memory");
     if (c.emit_src) {
-        size_t n = tlm_cep_count(c.cep);
-        c.emit = calloc(n, sizeof(*c.emit));
-        for (size_t i = 0; c.emit && i < n; i++)
+        for (size_t i = 0; i < c.nstatic; i++)
             if (!(c.emit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.emit_src, &err)))
                 cli_usage_error("--emit: column %ld: %s", err.column, err.text);
     }
     if (c.timeout_emit_src) {
-        size_t n = tlm_cep_count(c.cep);
         if (!c.timeouts_path)
             cli_usage_error("--timeout-emit needs --timeouts <file>");
-        c.temit = calloc(n, sizeof(*c.temit));
-        for (size_t i = 0; c.temit && i < n; i++)
+        for (size_t i = 0; i < c.nstatic; i++)
             if (!(c.temit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.timeout_emit_src,
                                                        &err)))
                 cli_usage_error("--timeout-emit: column %ld: %s", err.column, err.text);
@@ -485,13 +1161,15 @@ int cmd_cep(int argc, char **argv)
     ops.paths = c.paths;
     ops.npaths = c.npaths;
     ops.on_event = on_event;
-    if (c.key_field) {
+    if (c.key_field && (!c.rs || c.active)) {
         ops.prefetch = prefetch;
         ops.prefetch_passes = TLM_CEP_PREFETCH_PASSES;
     }
     ops.on_watermark = on_watermark;
     ops.on_end = on_end;
     ops.on_flush = on_flush;
+    if (c.rs)
+        ops.on_reload = on_reload;
     ops.shape = shape;
     ops.save = save;
     ops.load = load;
@@ -520,12 +1198,25 @@ int cmd_cep(int argc, char **argv)
         cli_report(&err);
         status = EXIT_DATA;
     }
-    for (size_t i = 0; i < tlm_cep_count(c.cep); i++) {
-        tlm_cep_template_destroy(c.emit ? c.emit[i] : NULL);
-        tlm_cep_template_destroy(c.temit ? c.temit[i] : NULL);
+    for (size_t i = 0; i < c.nslots; i++) {
+        tlm_cep_template_destroy(c.emit[i]);
+        tlm_cep_template_destroy(c.temit[i]);
+        free(c.slots[i].scope);
     }
     free(c.emit);
     free(c.temit);
+    free(c.slots);
+    for (size_t i = 0; i < c.nchanges; i++) {
+        free(c.changes[i].id);
+        json_decref(c.changes[i].doc);
+    }
+    free(c.changes);
+    free(c.q);
+    tlm_rules_destroy(c.rs);
+    if (c.ctl_fd >= 0)
+        close(c.ctl_fd);
+    tlm_buf_free(&c.ctl_buf);
+    free(c.history);
     tlm_cep_destroy(c.cep);
     json_decref(c.docs);
     if (c.keypath.seg) {
