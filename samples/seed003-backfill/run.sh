@@ -26,9 +26,9 @@ done
 
 # the backfill, as cron would run it: one segment per run, the last run ends the day
 for h in $(seq 1 24); do
-    "$here/backfill.sh" "$tmp/archive" "$tmp/hourly"
+    sh "$here/backfill.sh" "$tmp/archive" "$tmp/hourly"
 done
-"$here/backfill.sh" --drain "$tmp/archive" "$tmp/hourly"
+sh "$here/backfill.sh" --drain "$tmp/archive" "$tmp/hourly"
 [ "$(wc -l < "$tmp/hourly/done")" -eq 24 ] || { echo "backfill missed segments" >&2; exit 1; }
 
 # the same pipeline in one run over the whole archive
