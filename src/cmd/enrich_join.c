@@ -722,7 +722,10 @@ int join_load(struct join *j, json_t *rec, struct tlm_error *err)
         j->rwm.max_ts = maxts;
         j->rwm.wm = wm;
         j->right_last = last;
-        j->right_eof = eof;
+        /* the right file may have grown (or been replaced) since the snapshot: read on
+         * from the saved position; a file that has not grown ends again at once */
+        (void)eof;
+        j->right_eof = 0;
         return 0;
     }
     const char *side, *line;

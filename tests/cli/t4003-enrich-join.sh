@@ -103,4 +103,20 @@ test_expect_success 'SIGKILL at random points, restart from the last snapshot: s
     test_cmp un.all un.sk
 '
 
+test_expect_success 'a right file that grew after a run that read it to its end is read on' '
+    printf "{\"t\":100,\"k\":\"a\",\"r\":1}\n" > GR &&
+    printf "{\"t\":100,\"k\":\"a\"}\n{\"t\":200,\"k\":\"x\"}\n" > GL1 &&
+    G="--join GR --on k --within 100s --time-unit s --time-field t --no-watermarks --state gs" &&
+    rm -f gs &&
+    "$TELEM" enrich $G GL1 > g.out &&
+    printf "{\"t\":300,\"k\":\"b\",\"r\":2}\n" >> GR &&
+    printf "{\"t\":250,\"k\":\"b\"}\n" > GL2 &&
+    "$TELEM" enrich $G GL2 >> g.out &&
+    cat > g.exp <<-\EOF &&
+	{"t":100,"k":"a","right":{"t":100,"k":"a","r":1}}
+	{"t":250,"k":"b","right":{"t":300,"k":"b","r":2}}
+	EOF
+    test_cmp g.exp g.out
+'
+
 test_done
