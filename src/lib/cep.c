@@ -1396,22 +1396,35 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
     if (!sl || !c->tcap || sl < c->tab || sl >= c->tab + c->tcap)
         return;
     if (pass == 1) {
-        if (sl->k && sl->hash == hint->h) {
-            __builtin_prefetch(sl->k);
-            __builtin_prefetch((const char *)sl->k + 64);
-            __builtin_prefetch((const char *)sl->k + 128);
+        /* linear probing: the key may sit a few slots past its home (the same or the
+         * next cache line); remember where it was found */
+        for (int i = 0; i < 8 && sl->k; i++) {
+            if (sl->hash == hint->h) {
+                hint->slot = sl;
+                __builtin_prefetch(sl->k);
+                __builtin_prefetch((const char *)sl->k + 64);
+                __builtin_prefetch((const char *)sl->k + 128);
+                __builtin_prefetch((const char *)sl->k + 192);
+                return;
+            }
+            sl = sl + 1 < c->tab + c->tcap ? sl + 1 : c->tab;
         }
+        hint->slot = NULL;
     } else if (sl->k && sl->hash == hint->h && sl->k->nfa && sl->k->ninl) {
         /* the chain heads of the first partial matches (of the first pattern): their
          * reference counts change when the key's next event runs (pass 2), and their
-         * events are read when they complete (pass 3) */
+         * events are read when they complete (pass 3: the event's header and line) */
         const struct csvec *v = &sl->k->nfa->pm;
         for (size_t i = 0; i < v->n && i < 4; i++)
             if (v->v[i].chain) {
-                if (pass == 2)
+                if (pass == 2) {
                     __builtin_prefetch(v->v[i].chain);
-                else
-                    __builtin_prefetch(v->v[i].chain->ev->line);
+                } else {
+                    const char *e = (const char *)v->v[i].chain->ev;
+                    __builtin_prefetch(e);
+                    __builtin_prefetch(e + 64);
+                    __builtin_prefetch(e + 128);
+                }
             }
     }
 }
