@@ -321,9 +321,15 @@ void tlm_cep_destroy(struct tlm_cep *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->tcap; i++)
+    for (size_t i = 0; i < c->tcap; i++) {
+        if (i + 8 < c->tcap && c->tab[i + 8].k) {
+            __builtin_prefetch(c->tab[i + 8].k);
+            __builtin_prefetch((const char *)c->tab[i + 8].k + 64);
+            __builtin_prefetch((const char *)c->tab[i + 8].k + 128);
+        }
         if (c->tab[i].k)
             key_free(c, c->tab[i].k);
+    }
     for (size_t i = 0; i < c->nheap; i++)
         ev_release(c, c->heap[i].e);
     for (size_t i = 0; i < c->rcount; i++)
@@ -1519,6 +1525,13 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
         tlm_time_t limit = e ? e->ts : wm;
         if (c->ntim && c->timers[0].at <= limit) {
             struct timer t = timer_pop(c);
+            /* the next timers to fire are near the top of the heap: fetch their keys
+             * (their blocks are cold when time jumps, e.g. at the end of input) */
+            for (size_t i = 0; i < 6 && i < c->ntim; i++) {
+                __builtin_prefetch(c->timers[i].key);
+                __builtin_prefetch((const char *)c->timers[i].key + 64);
+                __builtin_prefetch((const char *)c->timers[i].key + 128);
+            }
             if (t.key->timer != t.at)
                 continue; /* stale */
             t.key->timer = TLM_TIME_MAX;
