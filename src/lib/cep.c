@@ -39,39 +39,52 @@
 
 struct key;
 
+/* An event: this header, then nmask masks (per slot: bit i = stage i's condition holds),
+ * then the line and a NUL. Kept small and 64-byte aligned (most events come from the
+ * arena): a 75-byte line takes three cache lines with its header. */
 struct tlm_cep_event {
     tlm_time_t ts;
     unsigned long long seq;       /* arrival order */
-    long refs;                    /* buffer heap + chain nodes */
     json_t *json;                 /* parsed on demand */
-    struct key *key;
-    size_t len;
-    long sid;                     /* snapshot id while saving */
-    size_t nmask;                 /* pattern slots when it was pushed */
-    uint64_t *masks;              /* per slot: bit i = stage i's condition holds */
-    char *line;
+    struct key *key;              /* (the free list's link while free) */
+    int32_t refs;                 /* buffer + chain nodes */
+    uint32_t len;
+    int32_t sid;                  /* snapshot id while saving (at most 1e8 on load) */
+    uint32_t nmask;               /* pattern slots when it was pushed */
 };
+
+static inline uint64_t *ev_masks(const struct tlm_cep_event *e)
+{
+    return (uint64_t *)(e + 1);
+}
+
+static inline char *ev_line(const struct tlm_cep_event *e)
+{
+    return (char *)(ev_masks(e) + e->nmask);
+}
 
 struct node {
     struct node *parent;
     struct tlm_cep_event *ev;
-    long refs;
-    int stage;
+    int32_t refs;
+    int32_t stage;
 };
 
+/* A computation state. Its prev_ts of Flink (the time of its newest event) is the time
+ * of its chain's head event, so it is not stored. */
 struct cs {
     int state;
     int has_start;
     struct node *chain;
     tlm_time_t start_ts;
     unsigned long long start_seq;
-    tlm_time_t prev_ts;
 };
 
 struct csvec {
     struct cs *v;
-    size_t n, cap;
-    int heap;                     /* v was malloc'd (else it is an inline array) */
+    uint32_t n;
+    uint32_t cap : 31;
+    uint32_t heap : 1;            /* v was malloc'd (else it is an inline array) */
 };
 
 #define CEP_INLINE 2
@@ -81,15 +94,24 @@ struct nfa {
     struct cs inl[CEP_INLINE];    /* pm's first entries, in the key's own block */
 };
 
+/* A key's block (from the arena, 64-byte aligned, never freed alone): this header, the
+ * key's text, then (16-aligned) the state of each pattern slot that existed when the key
+ * was made. For short keys and one pattern it takes three cache lines. */
 struct key {
-    uint64_t hash;
     tlm_time_t timer;             /* registered deadline, TLM_TIME_MAX = none */
-    struct nfa *nfa;              /* per pattern slot < ninl, NULL until the first event runs */
     struct nfa *more;             /* slots added after the key was made (ninl + i) */
     uint32_t ninl, nmore;
-    size_t klen;
+    uint32_t klen;
+    uint16_t has_nfa;             /* the inline states are set up (at the first event) */
+    uint16_t heap;                /* a big block, malloc'd (not the arena's) */
     char k[];                     /* the key's JSON text, NUL-terminated */
 };
+
+/* The key's inline pattern states. */
+static inline struct nfa *key_nfa(const struct key *k)
+{
+    return (struct nfa *)((char *)(uintptr_t)k->k + ((k->klen + 1 + 15) & ~(size_t)15));
+}
 
 struct slot {
     uint64_t hash;                /* of the key, so that probes rarely touch the key */
@@ -134,7 +156,12 @@ struct tlm_cep {
     struct tlm_cep_event ***evs;
     struct tlm_cep_event **evpool;
     size_t evpool_cap;
-    /* free lists: nodes, and events by size class (64-byte steps up to 2 KiB) */
+    /* the arena (key blocks, nodes, events up to 2 KiB): 64-byte aligned pieces cut from
+     * big chunks, freed all at once by tlm_cep_destroy; its free lists: nodes, and events
+     * by size class (64-byte steps) */
+    void *chunks;                 /* list through each chunk's first word */
+    char *apos, *aend;
+    long long arena_bytes;
     struct node *free_nodes;
     struct tlm_cep_event *free_ev[32];
     /* loading */
@@ -149,7 +176,7 @@ struct tlm_cep {
 const char *tlm_cep_event_line(const struct tlm_cep_event *e, size_t *len)
 {
     *len = e->len;
-    return e->line;
+    return ev_line(e);
 }
 
 tlm_time_t tlm_cep_event_time(const struct tlm_cep_event *e) { return e->ts; }
@@ -157,25 +184,52 @@ tlm_time_t tlm_cep_event_time(const struct tlm_cep_event *e) { return e->ts; }
 json_t *tlm_cep_event_json(struct tlm_cep_event *e)
 {
     if (!e->json)
-        e->json = json_loadb(e->line, e->len, 0, NULL);
+        e->json = json_loadb(ev_line(e), e->len, 0, NULL);
     return e->json;
 }
 
-/* Size class of an event allocation of sz bytes, or -1 for a big one (malloc'd). */
+#define ARENA_CHUNK (1u << 20)
+
+/* sz bytes (sz <= ARENA_CHUNK - 64) at a 64-byte boundary, or NULL. */
+static void *arena_alloc(struct tlm_cep *c, size_t sz)
+{
+    sz = (sz + 63) & ~(size_t)63;
+    if (!c->apos || (size_t)(c->aend - c->apos) < sz) {
+        char *ch = aligned_alloc(64, ARENA_CHUNK);
+        if (!ch)
+            return NULL;
+        *(void **)ch = c->chunks;
+        c->chunks = ch;
+        c->apos = ch + 64;
+        c->aend = ch + ARENA_CHUNK;
+        c->arena_bytes += ARENA_CHUNK;
+    }
+    void *p = c->apos;
+    c->apos += sz;
+    return p;
+}
+
+/* Size class of an event allocation of sz bytes (its size in 64-byte lines), or -1 for
+ * a big one (malloc'd). */
 static int ev_class(size_t sz)
 {
     size_t k = (sz + 63) / 64;
     return k < 32 ? (int)k : -1;
 }
 
+static size_t ev_size(const struct tlm_cep_event *e)
+{
+    return sizeof(*e) + (size_t)e->nmask * 8 + e->len + 1;
+}
+
 static void ev_release(struct tlm_cep *c, struct tlm_cep_event *e)
 {
     if (--e->refs > 0)
         return;
-    size_t sz = sizeof(*e) + e->len + 1 + e->nmask * 8;
+    size_t sz = ev_size(e);
     int k = ev_class(sz);
     c->nevents--;
-    c->evbytes -= (long long)sz;
+    c->evbytes -= k < 0 ? (long long)sz : (long long)k * 64;
     json_decref(e->json);
     if (k < 0) {
         free(e);
@@ -192,7 +246,15 @@ static struct node *node_alloc(struct tlm_cep *c)
         c->free_nodes = n->parent;
         return n;
     }
-    return malloc(sizeof(*n));
+    /* a line's worth at a time: the first is returned, the others go to the free list */
+    n = arena_alloc(c, 64);
+    if (!n)
+        return NULL;
+    for (size_t i = 1; i < 64 / sizeof(*n); i++) {
+        n[i].parent = c->free_nodes;
+        c->free_nodes = &n[i];
+    }
+    return n;
 }
 
 static void node_release(struct tlm_cep *c, struct node *n)
@@ -306,13 +368,14 @@ static void nfa_free(struct tlm_cep *c, struct nfa *f)
 
 static void key_free(struct tlm_cep *c, struct key *k)
 {
-    if (k->nfa)
+    if (k->has_nfa)
         for (size_t p = 0; p < k->ninl; p++)
-            nfa_free(c, &k->nfa[p]);
+            nfa_free(c, &key_nfa(k)[p]);
     for (size_t p = 0; p < k->nmore; p++)
         nfa_free(c, &k->more[p]);
     free(k->more);
-    free(k);
+    if (k->heap)
+        free(k); /* else the block is the arena's */
 }
 
 static void drop_loaded(struct tlm_cep *c);
@@ -343,15 +406,10 @@ void tlm_cep_destroy(struct tlm_cep *c)
             free(c->paths[i].seg[k]);
         free(c->paths[i].seg);
     }
-    for (struct node *n = c->free_nodes, *nx; n; n = nx) {
-        nx = n->parent;
-        free(n);
+    for (void *ch = c->chunks, *nx; ch; ch = nx) {
+        nx = *(void **)ch;
+        free(ch);
     }
-    for (int k = 0; k < 32; k++)
-        for (struct tlm_cep_event *e = c->free_ev[k], *nx; e; e = nx) {
-            nx = (struct tlm_cep_event *)e->key;
-            free(e);
-        }
     free(c->paths);
     free(c->pat);
     free(c->tab);
@@ -536,7 +594,7 @@ static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struc
         uint64_t m = 0;
         int late = p >= c->paths_npat; /* added after the paths were chosen */
         if (!pat) {
-            e->masks[p] = 0;
+            ev_masks(e)[p] = 0;
             continue;
         }
         if (late && vals && !obj && !(obj = json_incref(tlm_cep_event_json(e))))
@@ -580,7 +638,7 @@ static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struc
             if (r)
                 m |= 1ULL << i;
         }
-        e->masks[p] = m;
+        ev_masks(e)[p] = m;
     }
     json_decref(obj);
     return rc;
@@ -648,7 +706,7 @@ static int stage_holds(struct ictx *x, int i)
 {
     const struct cep_stage *s = &x->pat->st[i];
     if (!s->iterative && x->pidx < x->ev->nmask)
-        return (int)((x->ev->masks[x->pidx] >> i) & 1);
+        return (int)((ev_masks(x->ev)[x->pidx] >> i) & 1);
     if (x->memo[i] >= 0)
         return x->memo[i];
     if (!s->iterative) { /* an event pushed before its pattern was added */
@@ -885,7 +943,7 @@ static void nfa_init(struct nfa *f, const struct tlm_cep_pattern *pat, int inlin
         f->pm.v = f->inl;
         f->pm.cap = CEP_INLINE;
     }
-    struct cs s = { pat->start, 0, NULL, 0, 0, 0 };
+    struct cs s = { pat->start, 0, NULL, 0, 0 };
     if (inline_ok)
         f->pm.v[f->pm.n++] = s;
     else
@@ -900,15 +958,15 @@ static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create
 {
     if (!c->pat[p])
         return NULL;
-    if (!k->nfa) {
+    if (!k->has_nfa) {
         if (!create)
             return NULL;
-        k->nfa = (struct nfa *)(k->k + ((k->klen + 1 + 15) & ~(size_t)15));
+        k->has_nfa = 1;
         for (size_t i = 0; i < k->ninl; i++)
-            nfa_init(&k->nfa[i], c->pat[i], 1);
+            nfa_init(&key_nfa(k)[i], c->pat[i], 1);
     }
     if (p < k->ninl)
-        return &k->nfa[p];
+        return &key_nfa(k)[p];
     size_t i = p - k->ninl;
     if (i >= k->nmore) {
         if (!create)
@@ -936,10 +994,9 @@ static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create
  * unset, the reference of the state it comes from (which then must not drop it; this
  * spares touching the reference count of an old, cold node). moved may be NULL. */
 static int add_state(struct csvec *out, int state, struct node *chain, int has_start,
-                     tlm_time_t start_ts, unsigned long long start_seq, tlm_time_t prev_ts,
-                     int *moved)
+                     tlm_time_t start_ts, unsigned long long start_seq, int *moved)
 {
-    struct cs s = { state, has_start, chain, start_ts, start_seq, prev_ts };
+    struct cs s = { state, has_start, chain, start_ts, start_seq };
     if (moved && !*moved)
         *moved = 1;
     else if (chain)
@@ -998,7 +1055,7 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         if (edges[i].action == CEP_IGNORE) {
             if (!is_start)
                 rc = add_state(out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
-                               cs->start_seq, cs->prev_ts, moved);
+                               cs->start_seq, moved);
             continue;
         }
         struct node *n = node_alloc(c);
@@ -1018,13 +1075,13 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         c->nnodes++;
         tlm_time_t st = is_start ? ev->ts : cs->start_ts;
         unsigned long long sq = is_start ? ev->seq : cs->start_seq;
-        rc = add_state(out, edges[i].target, n, 1, st, sq, ev->ts, NULL);
+        rc = add_state(out, edges[i].target, n, 1, st, sq, NULL);
         int f = rc ? -1 : final_after_proceed(&x, edges[i].target);
         if (f >= 0)
-            rc = add_state(out, f, n, 1, st, sq, ev->ts, NULL);
+            rc = add_state(out, f, n, 1, st, sq, NULL);
     }
     if (is_start && rc == 0)
-        rc = add_state(out, pat->start, NULL, 0, 0, 0, 0, NULL);
+        rc = add_state(out, pat->start, NULL, 0, 0, 0, NULL);
     ictx_done(&x);
     return rc;
 }
@@ -1191,15 +1248,17 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
         c->tcap = nc;
     }
     /* the key, its text, then (16-aligned) the state of each pattern */
-    struct key *e = malloc(sizeof(*e) + ((n + 1 + 15) & ~(size_t)15) + c->npat * sizeof(struct nfa));
+    size_t sz = sizeof(struct key) + ((n + 1 + 15) & ~(size_t)15) + c->npat * sizeof(struct nfa);
+    int big = n > UINT32_MAX - 32 || sz > ARENA_CHUNK / 4;
+    struct key *e = big ? malloc(sz) : arena_alloc(c, sz);
     if (!e)
         return NULL;
     memcpy(e->k, k, n);
     e->k[n] = 0;
-    e->klen = n;
-    e->hash = h;
+    e->klen = (uint32_t)n;
+    e->heap = (uint16_t)big;
+    e->has_nfa = 0;
     e->timer = TLM_TIME_MAX;
-    e->nfa = NULL;
     e->more = NULL;
     e->ninl = (uint32_t)c->npat;
     e->nmore = 0;
@@ -1410,17 +1469,16 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
                 __builtin_prefetch(sl->k);
                 __builtin_prefetch((const char *)sl->k + 64);
                 __builtin_prefetch((const char *)sl->k + 128);
-                __builtin_prefetch((const char *)sl->k + 192);
                 return;
             }
             sl = sl + 1 < c->tab + c->tcap ? sl + 1 : c->tab;
         }
         hint->slot = NULL;
-    } else if (sl->k && sl->hash == hint->h && sl->k->nfa && sl->k->ninl) {
+    } else if (sl->k && sl->hash == hint->h && sl->k->has_nfa && sl->k->ninl) {
         /* the chain heads of the first partial matches (of the first pattern): their
          * reference counts change when the key's next event runs (pass 2), and their
          * events are read when they complete (pass 3: the event's header and line) */
-        const struct csvec *v = &sl->k->nfa->pm;
+        const struct csvec *v = &key_nfa(sl->k)->pm;
         for (size_t i = 0; i < v->n && i < 4; i++)
             if (v->v[i].chain) {
                 if (pass == 2) {
@@ -1442,6 +1500,8 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
 {
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         len--;
+    if (len > UINT32_MAX - 4096 || c->npat > UINT32_MAX / 16)
+        return NULL;
     size_t sz = sizeof(struct tlm_cep_event) + c->npat * 8 + len + 1;
     int cls = ev_class(sz);
     struct tlm_cep_event *e;
@@ -1449,7 +1509,7 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
         e = c->free_ev[cls];
         c->free_ev[cls] = (struct tlm_cep_event *)e->key;
     } else {
-        e = malloc(cls >= 0 ? (size_t)cls * 64 : sz);
+        e = cls >= 0 ? arena_alloc(c, (size_t)cls * 64) : malloc(sz);
     }
     if (!e)
         return NULL;
@@ -1458,15 +1518,13 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
     e->refs = 0;
     e->json = NULL;
     e->key = k;
-    e->len = len;
+    e->len = (uint32_t)len;
     e->sid = -1;
-    e->nmask = c->npat;
-    e->masks = (uint64_t *)(e + 1);
-    e->line = (char *)(e->masks + c->npat);
-    memcpy(e->line, line, len);
-    e->line[len] = 0;
+    e->nmask = (uint32_t)c->npat;
+    memcpy(ev_line(e), line, len);
+    ev_line(e)[len] = 0;
     c->nevents++;
-    c->evbytes += (long long)sz;
+    c->evbytes += cls < 0 ? (long long)sz : (long long)cls * 64;
     return e;
 }
 
@@ -1570,7 +1628,7 @@ static int save_ev(struct tlm_cep *c, struct tlm_cep_event *e, long *next, int b
     e->sid = (*next)++;
     json_t *r = json_pack("{sssIsIsIss%ss%sb}", "t", "ev", "id", (json_int_t)e->sid,
                           "ts", (json_int_t)e->ts, "seq", (json_int_t)e->seq, "key", e->key->k,
-                          e->key->klen, "line", e->line, e->len, "buf", buffered);
+                          e->key->klen, "line", ev_line(e), (size_t)e->len, "buf", buffered);
     (void)c;
     if (!r)
         return TLM_ENOMEM;
@@ -1592,7 +1650,8 @@ static int save_cs(struct tlm_cep *c, struct key *k, size_t p, const struct cs *
                    : json_pack("{ssss%sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
                                c->pat[p]->id, "done", done, "state", s->state, "has_start",
                                s->has_start, "start_ts", (json_int_t)s->start_ts, "start_seq",
-                               (json_int_t)s->start_seq, "prev_ts", (json_int_t)s->prev_ts,
+                               (json_int_t)s->start_seq, "prev_ts",
+                               (json_int_t)(s->chain ? s->chain->ev->ts : 0),
                                "chain", chain);
     if (!r) {
         json_decref(chain);
@@ -1724,7 +1783,6 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
         s.has_start = (int)json_integer_value(json_object_get(rec, "has_start"));
         s.start_ts = json_integer_value(json_object_get(rec, "start_ts"));
         s.start_seq = (unsigned long long)json_integer_value(json_object_get(rec, "start_seq"));
-        s.prev_ts = json_integer_value(json_object_get(rec, "prev_ts"));
         s.chain = NULL;
         if (s.state < 0 || s.state >= pat->ns)
             return bad_state(err, "state");
@@ -1780,9 +1838,13 @@ void tlm_cep_stats(const struct tlm_cep *c, struct tlm_cep_stats *s)
     s->buffered = c->nbuffered;
     s->partial = partial;
     s->events_held = c->nevents;
-    s->bytes = c->evbytes + c->nnodes * (long long)sizeof(struct node) +
-               (partial + keys * (long long)c->npat) * (long long)sizeof(struct cs) +
-               keys * (long long)(sizeof(struct key) + 2 * sizeof(void *));
+    /* events as allocated (64-byte steps), nodes two to a line, a key's block (short
+     * text: the states of CEP_INLINE computation states inline) and its two table slots,
+     * partial matches beyond the inline ones */
+    long long kb = (long long)((sizeof(struct key) + 16 + c->npat * sizeof(struct nfa) + 63) & ~(size_t)63);
+    long long extra = partial - keys * (long long)c->npat * (CEP_INLINE - 1);
+    s->bytes = c->evbytes + c->nnodes * 32 + keys * (kb + 2 * (long long)sizeof(struct slot)) +
+               (extra > 0 ? extra : 0) * (long long)sizeof(struct cs);
     s->matches = c->matches;
     s->timeouts = c->timeouts;
     s->cond_errors = c->cond_errors;
