@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cep_int.h"
 #include "expr.h"
@@ -188,14 +189,27 @@ json_t *tlm_cep_event_json(struct tlm_cep_event *e)
     return e->json;
 }
 
-#define ARENA_CHUNK (1u << 20)
+/* Chunks of 2 MiB at 2 MiB boundaries, which the kernel may back with one huge page each
+ * (asked for where madvise has MADV_HUGEPAGE): per-key state is reached at random, and
+ * with 4 KiB pages most of those reaches also miss the TLB. */
+#define ARENA_CHUNK (1u << 21)
+
+static void *big_alloc(size_t sz)
+{
+    void *p = aligned_alloc(ARENA_CHUNK, (sz + ARENA_CHUNK - 1) & ~(size_t)(ARENA_CHUNK - 1));
+#ifdef MADV_HUGEPAGE
+    if (p)
+        madvise(p, sz, MADV_HUGEPAGE);
+#endif
+    return p;
+}
 
 /* sz bytes (sz <= ARENA_CHUNK - 64) at a 64-byte boundary, or NULL. */
 static void *arena_alloc(struct tlm_cep *c, size_t sz)
 {
     sz = (sz + 63) & ~(size_t)63;
     if (!c->apos || (size_t)(c->aend - c->apos) < sz) {
-        char *ch = aligned_alloc(64, ARENA_CHUNK);
+        char *ch = big_alloc(ARENA_CHUNK);
         if (!ch)
             return NULL;
         *(void **)ch = c->chunks;
@@ -1233,9 +1247,12 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
         return NULL;
     if ((c->nkeys + 1) * 2 > c->tcap) {
         size_t nc = c->tcap ? c->tcap * 2 : 1024;
-        struct slot *t = calloc(nc, sizeof(*t));
+        /* a big table in huge pages too */
+        struct slot *t = nc * sizeof(*t) >= ARENA_CHUNK ? big_alloc(nc * sizeof(*t))
+                                                        : malloc(nc * sizeof(*t));
         if (!t)
             return NULL;
+        memset(t, 0, nc * sizeof(*t));
         for (size_t i = 0; i < c->tcap; i++)
             if (c->tab[i].k) {
                 size_t j = c->tab[i].hash & (nc - 1);
