@@ -72,11 +72,13 @@ struct node {
 };
 
 /* A computation state. Its prev_ts of Flink (the time of its newest event) is the time
- * of its chain's head event, so it is not stored. */
+ * of its chain's head event, so it is not stored. head is chain->ev (NULL without a
+ * chain), kept here so that the read-ahead fetches the node and its event together. */
 struct cs {
     int state;
     int has_start;
     struct node *chain;
+    struct tlm_cep_event *head;
     tlm_time_t start_ts;
     unsigned long long start_seq;
 };
@@ -957,7 +959,7 @@ static void nfa_init(struct nfa *f, const struct tlm_cep_pattern *pat, int inlin
         f->pm.v = f->inl;
         f->pm.cap = CEP_INLINE;
     }
-    struct cs s = { pat->start, 0, NULL, 0, 0 };
+    struct cs s = { pat->start, 0, NULL, NULL, 0, 0 };
     if (inline_ok)
         f->pm.v[f->pm.n++] = s;
     else
@@ -1007,10 +1009,11 @@ static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create
 /* Appends a computation state holding a reference to chain: a new one, or with *moved
  * unset, the reference of the state it comes from (which then must not drop it; this
  * spares touching the reference count of an old, cold node). moved may be NULL. */
-static int add_state(struct csvec *out, int state, struct node *chain, int has_start,
-                     tlm_time_t start_ts, unsigned long long start_seq, int *moved)
+static int add_state(struct csvec *out, int state, struct node *chain,
+                     struct tlm_cep_event *head, int has_start, tlm_time_t start_ts,
+                     unsigned long long start_seq, int *moved)
 {
-    struct cs s = { state, has_start, chain, start_ts, start_seq };
+    struct cs s = { state, has_start, chain, head, start_ts, start_seq };
     if (moved && !*moved)
         *moved = 1;
     else if (chain)
@@ -1068,7 +1071,7 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
     for (int i = 0; i < ne && rc == 0; i++) {
         if (edges[i].action == CEP_IGNORE) {
             if (!is_start)
-                rc = add_state(out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
+                rc = add_state(out, edges[i].target, cs->chain, cs->head, cs->has_start, cs->start_ts,
                                cs->start_seq, moved);
             continue;
         }
@@ -1089,13 +1092,13 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         c->nnodes++;
         tlm_time_t st = is_start ? ev->ts : cs->start_ts;
         unsigned long long sq = is_start ? ev->seq : cs->start_seq;
-        rc = add_state(out, edges[i].target, n, 1, st, sq, NULL);
+        rc = add_state(out, edges[i].target, n, ev, 1, st, sq, NULL);
         int f = rc ? -1 : final_after_proceed(&x, edges[i].target);
         if (f >= 0)
-            rc = add_state(out, f, n, 1, st, sq, NULL);
+            rc = add_state(out, f, n, ev, 1, st, sq, NULL);
     }
     if (is_start && rc == 0)
-        rc = add_state(out, pat->start, NULL, 0, 0, 0, NULL);
+        rc = add_state(out, pat->start, NULL, NULL, 0, 0, 0, NULL);
     ictx_done(&x);
     return rc;
 }
@@ -1492,20 +1495,25 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
         }
         hint->slot = NULL;
     } else if (sl->k && sl->hash == hint->h && sl->k->has_nfa && sl->k->ninl) {
-        /* the chain heads of the first partial matches (of the first pattern): their
-         * reference counts change when the key's next event runs (pass 2), and their
-         * events are read when they complete (pass 3: the event's header and line) */
+        /* the chain heads of the first partial matches (of the first pattern) and
+         * their events (header and line), read when they complete; when the partial
+         * matches are not in the key's block, their array first (pass 2) */
         const struct csvec *v = &key_nfa(sl->k)->pm;
+        if (pass == 2 && v->heap) {
+            __builtin_prefetch(v->v);
+            __builtin_prefetch((const char *)v->v + 64);
+            __builtin_prefetch((const char *)v->v + 128);
+            return;
+        }
+        if (pass == 3 && !v->heap)
+            return; /* done in pass 2 */
         for (size_t i = 0; i < v->n && i < 4; i++)
             if (v->v[i].chain) {
-                if (pass == 2) {
-                    __builtin_prefetch(v->v[i].chain);
-                } else {
-                    const char *e = (const char *)v->v[i].chain->ev;
-                    __builtin_prefetch(e);
-                    __builtin_prefetch(e + 64);
-                    __builtin_prefetch(e + 128);
-                }
+                const char *e = (const char *)v->v[i].head;
+                __builtin_prefetch(v->v[i].chain);
+                __builtin_prefetch(e);
+                __builtin_prefetch(e + 64);
+                __builtin_prefetch(e + 128);
             }
     }
 }
@@ -1801,6 +1809,7 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
         s.start_ts = json_integer_value(json_object_get(rec, "start_ts"));
         s.start_seq = (unsigned long long)json_integer_value(json_object_get(rec, "start_seq"));
         s.chain = NULL;
+        s.head = NULL;
         if (s.state < 0 || s.state >= pat->ns)
             return bad_state(err, "state");
         json_array_foreach(chain, i, it) {
@@ -1823,6 +1832,7 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
             n->stage = (int)st;
             c->nnodes++;
             s.chain = n;
+            s.head = n->ev;
         }
         struct csvec *v = json_is_true(json_object_get(rec, "done")) ||
                                   json_integer_value(json_object_get(rec, "done"))
