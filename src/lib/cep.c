@@ -285,7 +285,7 @@ static void node_release(struct tlm_cep *c, struct node *n)
     }
 }
 
-static int vreserve(struct csvec *v, size_t want)
+static __attribute__((noinline)) int vreserve(struct csvec *v, size_t want)
 {
     if (want <= v->cap)
         return 0;
@@ -303,9 +303,9 @@ static int vreserve(struct csvec *v, size_t want)
     return 0;
 }
 
-static int vpush(struct csvec *v, const struct cs *s)
+static inline __attribute__((always_inline)) int vpush(struct csvec *v, const struct cs *s)
 {
-    if (v->n == v->cap && vreserve(v, v->n + 1))
+    if (__builtin_expect(v->n == v->cap, 0) && vreserve(v, v->n + 1))
         return TLM_ENOMEM;
     v->v[v->n++] = *s;
     return 0;
@@ -563,7 +563,8 @@ static int fast_test(const struct cep_fast *f, const struct tlm_jval *v)
         cmp = memcmp(s, f->str, m);
         if (cmp == 0)
             cmp = n < f->slen ? -1 : n > f->slen;
-        tlm_buf_free(&b);
+        if (v->escaped)
+            tlm_buf_free(&b);
     } else {
         double d;
         if (v->type != TLM_JINT && v->type != TLM_JREAL)
@@ -1174,7 +1175,7 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     vsort(&c->np);
     /* copy the new partial matches in */
-    if (vreserve(&nfa->pm, c->np.n))
+    if (c->np.n > nfa->pm.cap && vreserve(&nfa->pm, c->np.n))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (c->np.n)
         memcpy(nfa->pm.v, c->np.v, c->np.n * sizeof(struct cs));
