@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cep_int.h"
 #include "expr.h"
@@ -39,39 +40,54 @@
 
 struct key;
 
+/* An event: this header, then nmask masks (per slot: bit i = stage i's condition holds),
+ * then the line and a NUL. Kept small and 64-byte aligned (most events come from the
+ * arena): a 75-byte line takes three cache lines with its header. */
 struct tlm_cep_event {
     tlm_time_t ts;
     unsigned long long seq;       /* arrival order */
-    long refs;                    /* buffer heap + chain nodes */
     json_t *json;                 /* parsed on demand */
-    struct key *key;
-    size_t len;
-    long sid;                     /* snapshot id while saving */
-    size_t nmask;                 /* pattern slots when it was pushed */
-    uint64_t *masks;              /* per slot: bit i = stage i's condition holds */
-    char *line;
+    struct key *key;              /* (the free list's link while free) */
+    int32_t refs;                 /* buffer + chain nodes */
+    uint32_t len;
+    int32_t sid;                  /* snapshot id while saving (at most 1e8 on load) */
+    uint32_t nmask;               /* pattern slots when it was pushed */
 };
+
+static inline uint64_t *ev_masks(const struct tlm_cep_event *e)
+{
+    return (uint64_t *)(e + 1);
+}
+
+static inline char *ev_line(const struct tlm_cep_event *e)
+{
+    return (char *)(ev_masks(e) + e->nmask);
+}
 
 struct node {
     struct node *parent;
     struct tlm_cep_event *ev;
-    long refs;
-    int stage;
+    int32_t refs;
+    int32_t stage;
 };
 
+/* A computation state. Its prev_ts of Flink (the time of its newest event) is the time
+ * of its chain's head event, so it is not stored. head is chain->ev (NULL without a
+ * chain), kept here so that the read-ahead fetches the node and its event together. */
 struct cs {
     int state;
     int has_start;
     struct node *chain;
+    struct tlm_cep_event *head;
     tlm_time_t start_ts;
     unsigned long long start_seq;
-    tlm_time_t prev_ts;
 };
 
 struct csvec {
     struct cs *v;
-    size_t n, cap;
-    int heap;                     /* v was malloc'd (else it is an inline array) */
+    uint32_t n;
+    uint32_t cap : 31;
+    uint32_t heap : 1;            /* v was malloc'd (else it is an inline array) */
 };
 
 #define CEP_INLINE 2
@@ -81,15 +97,24 @@ struct nfa {
     struct cs inl[CEP_INLINE];    /* pm's first entries, in the key's own block */
 };
 
+/* A key's block (from the arena, 64-byte aligned, never freed alone): this header, the
+ * key's text, then (16-aligned) the state of each pattern slot that existed when the key
+ * was made. For short keys and one pattern it takes three cache lines. */
 struct key {
-    uint64_t hash;
     tlm_time_t timer;             /* registered deadline, TLM_TIME_MAX = none */
-    struct nfa *nfa;              /* per pattern slot < ninl, NULL until the first event runs */
     struct nfa *more;             /* slots added after the key was made (ninl + i) */
     uint32_t ninl, nmore;
-    size_t klen;
+    uint32_t klen;
+    uint16_t has_nfa;             /* the inline states are set up (at the first event) */
+    uint16_t heap;                /* a big block, malloc'd (not the arena's) */
     char k[];                     /* the key's JSON text, NUL-terminated */
 };
+
+/* The key's inline pattern states. */
+static inline struct nfa *key_nfa(const struct key *k)
+{
+    return (struct nfa *)((char *)(uintptr_t)k->k + ((k->klen + 1 + 15) & ~(size_t)15));
+}
 
 struct slot {
     uint64_t hash;                /* of the key, so that probes rarely touch the key */
@@ -134,7 +159,12 @@ struct tlm_cep {
     struct tlm_cep_event ***evs;
     struct tlm_cep_event **evpool;
     size_t evpool_cap;
-    /* free lists: nodes, and events by size class (64-byte steps up to 2 KiB) */
+    /* the arena (key blocks, nodes, events up to 2 KiB): 64-byte aligned pieces cut from
+     * big chunks, freed all at once by tlm_cep_destroy; its free lists: nodes, and events
+     * by size class (64-byte steps) */
+    void *chunks;                 /* list through each chunk's first word */
+    char *apos, *aend;
+    long long arena_bytes;
     struct node *free_nodes;
     struct tlm_cep_event *free_ev[32];
     /* loading */
@@ -149,7 +179,7 @@ struct tlm_cep {
 const char *tlm_cep_event_line(const struct tlm_cep_event *e, size_t *len)
 {
     *len = e->len;
-    return e->line;
+    return ev_line(e);
 }
 
 tlm_time_t tlm_cep_event_time(const struct tlm_cep_event *e) { return e->ts; }
@@ -157,25 +187,65 @@ tlm_time_t tlm_cep_event_time(const struct tlm_cep_event *e) { return e->ts; }
 json_t *tlm_cep_event_json(struct tlm_cep_event *e)
 {
     if (!e->json)
-        e->json = json_loadb(e->line, e->len, 0, NULL);
+        e->json = json_loadb(ev_line(e), e->len, 0, NULL);
     return e->json;
 }
 
-/* Size class of an event allocation of sz bytes, or -1 for a big one (malloc'd). */
+/* Chunks of 2 MiB at 2 MiB boundaries, which the kernel may back with one huge page each
+ * (asked for where madvise has MADV_HUGEPAGE): per-key state is reached at random, and
+ * with 4 KiB pages most of those reaches also miss the TLB. */
+#define ARENA_CHUNK (1u << 21)
+
+static void *big_alloc(size_t sz)
+{
+    void *p = aligned_alloc(ARENA_CHUNK, (sz + ARENA_CHUNK - 1) & ~(size_t)(ARENA_CHUNK - 1));
+#ifdef MADV_HUGEPAGE
+    if (p)
+        madvise(p, sz, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+/* sz bytes (sz <= ARENA_CHUNK - 64) at a 64-byte boundary, or NULL. */
+static void *arena_alloc(struct tlm_cep *c, size_t sz)
+{
+    sz = (sz + 63) & ~(size_t)63;
+    if (!c->apos || (size_t)(c->aend - c->apos) < sz) {
+        char *ch = big_alloc(ARENA_CHUNK);
+        if (!ch)
+            return NULL;
+        *(void **)ch = c->chunks;
+        c->chunks = ch;
+        c->apos = ch + 64;
+        c->aend = ch + ARENA_CHUNK;
+        c->arena_bytes += ARENA_CHUNK;
+    }
+    void *p = c->apos;
+    c->apos += sz;
+    return p;
+}
+
+/* Size class of an event allocation of sz bytes (its size in 64-byte lines), or -1 for
+ * a big one (malloc'd). */
 static int ev_class(size_t sz)
 {
     size_t k = (sz + 63) / 64;
     return k < 32 ? (int)k : -1;
 }
 
+static size_t ev_size(const struct tlm_cep_event *e)
+{
+    return sizeof(*e) + (size_t)e->nmask * 8 + e->len + 1;
+}
+
 static void ev_release(struct tlm_cep *c, struct tlm_cep_event *e)
 {
     if (--e->refs > 0)
         return;
-    size_t sz = sizeof(*e) + e->len + 1 + e->nmask * 8;
+    size_t sz = ev_size(e);
     int k = ev_class(sz);
     c->nevents--;
-    c->evbytes -= (long long)sz;
+    c->evbytes -= k < 0 ? (long long)sz : (long long)k * 64;
     json_decref(e->json);
     if (k < 0) {
         free(e);
@@ -192,7 +262,15 @@ static struct node *node_alloc(struct tlm_cep *c)
         c->free_nodes = n->parent;
         return n;
     }
-    return malloc(sizeof(*n));
+    /* a line's worth at a time: the first is returned, the others go to the free list */
+    n = arena_alloc(c, 64);
+    if (!n)
+        return NULL;
+    for (size_t i = 1; i < 64 / sizeof(*n); i++) {
+        n[i].parent = c->free_nodes;
+        c->free_nodes = &n[i];
+    }
+    return n;
 }
 
 static void node_release(struct tlm_cep *c, struct node *n)
@@ -207,7 +285,7 @@ static void node_release(struct tlm_cep *c, struct node *n)
     }
 }
 
-static int vreserve(struct csvec *v, size_t want)
+static __attribute__((noinline)) int vreserve(struct csvec *v, size_t want)
 {
     if (want <= v->cap)
         return 0;
@@ -225,9 +303,9 @@ static int vreserve(struct csvec *v, size_t want)
     return 0;
 }
 
-static int vpush(struct csvec *v, const struct cs *s)
+static inline __attribute__((always_inline)) int vpush(struct csvec *v, const struct cs *s)
 {
-    if (v->n == v->cap && vreserve(v, v->n + 1))
+    if (__builtin_expect(v->n == v->cap, 0) && vreserve(v, v->n + 1))
         return TLM_ENOMEM;
     v->v[v->n++] = *s;
     return 0;
@@ -306,13 +384,14 @@ static void nfa_free(struct tlm_cep *c, struct nfa *f)
 
 static void key_free(struct tlm_cep *c, struct key *k)
 {
-    if (k->nfa)
+    if (k->has_nfa)
         for (size_t p = 0; p < k->ninl; p++)
-            nfa_free(c, &k->nfa[p]);
+            nfa_free(c, &key_nfa(k)[p]);
     for (size_t p = 0; p < k->nmore; p++)
         nfa_free(c, &k->more[p]);
     free(k->more);
-    free(k);
+    if (k->heap)
+        free(k); /* else the block is the arena's */
 }
 
 static void drop_loaded(struct tlm_cep *c);
@@ -321,9 +400,15 @@ void tlm_cep_destroy(struct tlm_cep *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->tcap; i++)
+    for (size_t i = 0; i < c->tcap; i++) {
+        if (i + 8 < c->tcap && c->tab[i + 8].k) {
+            __builtin_prefetch(c->tab[i + 8].k);
+            __builtin_prefetch((const char *)c->tab[i + 8].k + 64);
+            __builtin_prefetch((const char *)c->tab[i + 8].k + 128);
+        }
         if (c->tab[i].k)
             key_free(c, c->tab[i].k);
+    }
     for (size_t i = 0; i < c->nheap; i++)
         ev_release(c, c->heap[i].e);
     for (size_t i = 0; i < c->rcount; i++)
@@ -337,15 +422,10 @@ void tlm_cep_destroy(struct tlm_cep *c)
             free(c->paths[i].seg[k]);
         free(c->paths[i].seg);
     }
-    for (struct node *n = c->free_nodes, *nx; n; n = nx) {
-        nx = n->parent;
-        free(n);
+    for (void *ch = c->chunks, *nx; ch; ch = nx) {
+        nx = *(void **)ch;
+        free(ch);
     }
-    for (int k = 0; k < 32; k++)
-        for (struct tlm_cep_event *e = c->free_ev[k], *nx; e; e = nx) {
-            nx = (struct tlm_cep_event *)e->key;
-            free(e);
-        }
     free(c->paths);
     free(c->pat);
     free(c->tab);
@@ -483,7 +563,8 @@ static int fast_test(const struct cep_fast *f, const struct tlm_jval *v)
         cmp = memcmp(s, f->str, m);
         if (cmp == 0)
             cmp = n < f->slen ? -1 : n > f->slen;
-        tlm_buf_free(&b);
+        if (v->escaped)
+            tlm_buf_free(&b);
     } else {
         double d;
         if (v->type != TLM_JINT && v->type != TLM_JREAL)
@@ -530,7 +611,7 @@ static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struc
         uint64_t m = 0;
         int late = p >= c->paths_npat; /* added after the paths were chosen */
         if (!pat) {
-            e->masks[p] = 0;
+            ev_masks(e)[p] = 0;
             continue;
         }
         if (late && vals && !obj && !(obj = json_incref(tlm_cep_event_json(e))))
@@ -574,7 +655,7 @@ static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struc
             if (r)
                 m |= 1ULL << i;
         }
-        e->masks[p] = m;
+        ev_masks(e)[p] = m;
     }
     json_decref(obj);
     return rc;
@@ -642,7 +723,7 @@ static int stage_holds(struct ictx *x, int i)
 {
     const struct cep_stage *s = &x->pat->st[i];
     if (!s->iterative && x->pidx < x->ev->nmask)
-        return (int)((x->ev->masks[x->pidx] >> i) & 1);
+        return (int)((ev_masks(x->ev)[x->pidx] >> i) & 1);
     if (x->memo[i] >= 0)
         return x->memo[i];
     if (!s->iterative) { /* an event pushed before its pattern was added */
@@ -879,7 +960,7 @@ static void nfa_init(struct nfa *f, const struct tlm_cep_pattern *pat, int inlin
         f->pm.v = f->inl;
         f->pm.cap = CEP_INLINE;
     }
-    struct cs s = { pat->start, 0, NULL, 0, 0, 0 };
+    struct cs s = { pat->start, 0, NULL, NULL, 0, 0 };
     if (inline_ok)
         f->pm.v[f->pm.n++] = s;
     else
@@ -894,15 +975,15 @@ static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create
 {
     if (!c->pat[p])
         return NULL;
-    if (!k->nfa) {
+    if (!k->has_nfa) {
         if (!create)
             return NULL;
-        k->nfa = (struct nfa *)(k->k + ((k->klen + 1 + 15) & ~(size_t)15));
+        k->has_nfa = 1;
         for (size_t i = 0; i < k->ninl; i++)
-            nfa_init(&k->nfa[i], c->pat[i], 1);
+            nfa_init(&key_nfa(k)[i], c->pat[i], 1);
     }
     if (p < k->ninl)
-        return &k->nfa[p];
+        return &key_nfa(k)[p];
     size_t i = p - k->ninl;
     if (i >= k->nmore) {
         if (!create)
@@ -929,11 +1010,11 @@ static struct nfa *nfa_of(struct tlm_cep *c, struct key *k, size_t p, int create
 /* Appends a computation state holding a reference to chain: a new one, or with *moved
  * unset, the reference of the state it comes from (which then must not drop it; this
  * spares touching the reference count of an old, cold node). moved may be NULL. */
-static int add_state(struct csvec *out, int state, struct node *chain, int has_start,
-                     tlm_time_t start_ts, unsigned long long start_seq, tlm_time_t prev_ts,
-                     int *moved)
+static int add_state(struct csvec *out, int state, struct node *chain,
+                     struct tlm_cep_event *head, int has_start, tlm_time_t start_ts,
+                     unsigned long long start_seq, int *moved)
 {
-    struct cs s = { state, has_start, chain, start_ts, start_seq, prev_ts };
+    struct cs s = { state, has_start, chain, head, start_ts, start_seq };
     if (moved && !*moved)
         *moved = 1;
     else if (chain)
@@ -991,8 +1072,8 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
     for (int i = 0; i < ne && rc == 0; i++) {
         if (edges[i].action == CEP_IGNORE) {
             if (!is_start)
-                rc = add_state(out, edges[i].target, cs->chain, cs->has_start, cs->start_ts,
-                               cs->start_seq, cs->prev_ts, moved);
+                rc = add_state(out, edges[i].target, cs->chain, cs->head, cs->has_start, cs->start_ts,
+                               cs->start_seq, moved);
             continue;
         }
         struct node *n = node_alloc(c);
@@ -1012,13 +1093,13 @@ static int next_states(struct tlm_cep *c, size_t pidx, const struct cs *cs,
         c->nnodes++;
         tlm_time_t st = is_start ? ev->ts : cs->start_ts;
         unsigned long long sq = is_start ? ev->seq : cs->start_seq;
-        rc = add_state(out, edges[i].target, n, 1, st, sq, ev->ts, NULL);
+        rc = add_state(out, edges[i].target, n, ev, 1, st, sq, NULL);
         int f = rc ? -1 : final_after_proceed(&x, edges[i].target);
         if (f >= 0)
-            rc = add_state(out, f, n, 1, st, sq, ev->ts, NULL);
+            rc = add_state(out, f, n, ev, 1, st, sq, NULL);
     }
     if (is_start && rc == 0)
-        rc = add_state(out, pat->start, NULL, 0, 0, 0, 0, NULL);
+        rc = add_state(out, pat->start, NULL, NULL, 0, 0, 0, NULL);
     ictx_done(&x);
     return rc;
 }
@@ -1094,7 +1175,7 @@ static int process(struct tlm_cep *c, size_t pidx, struct key *key, struct tlm_c
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     vsort(&c->np);
     /* copy the new partial matches in */
-    if (vreserve(&nfa->pm, c->np.n))
+    if (c->np.n > nfa->pm.cap && vreserve(&nfa->pm, c->np.n))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (c->np.n)
         memcpy(nfa->pm.v, c->np.v, c->np.n * sizeof(struct cs));
@@ -1170,9 +1251,12 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
         return NULL;
     if ((c->nkeys + 1) * 2 > c->tcap) {
         size_t nc = c->tcap ? c->tcap * 2 : 1024;
-        struct slot *t = calloc(nc, sizeof(*t));
+        /* a big table in huge pages too */
+        struct slot *t = nc * sizeof(*t) >= ARENA_CHUNK ? big_alloc(nc * sizeof(*t))
+                                                        : malloc(nc * sizeof(*t));
         if (!t)
             return NULL;
+        memset(t, 0, nc * sizeof(*t));
         for (size_t i = 0; i < c->tcap; i++)
             if (c->tab[i].k) {
                 size_t j = c->tab[i].hash & (nc - 1);
@@ -1185,15 +1269,17 @@ static struct key *key_get(struct tlm_cep *c, const char *k, size_t n, int creat
         c->tcap = nc;
     }
     /* the key, its text, then (16-aligned) the state of each pattern */
-    struct key *e = malloc(sizeof(*e) + ((n + 1 + 15) & ~(size_t)15) + c->npat * sizeof(struct nfa));
+    size_t sz = sizeof(struct key) + ((n + 1 + 15) & ~(size_t)15) + c->npat * sizeof(struct nfa);
+    int big = n > UINT32_MAX - 32 || sz > ARENA_CHUNK / 4;
+    struct key *e = big ? malloc(sz) : arena_alloc(c, sz);
     if (!e)
         return NULL;
     memcpy(e->k, k, n);
     e->k[n] = 0;
-    e->klen = n;
-    e->hash = h;
+    e->klen = (uint32_t)n;
+    e->heap = (uint16_t)big;
+    e->has_nfa = 0;
     e->timer = TLM_TIME_MAX;
-    e->nfa = NULL;
     e->more = NULL;
     e->ninl = (uint32_t)c->npat;
     e->nmore = 0;
@@ -1396,22 +1482,39 @@ void tlm_cep_prefetch(struct tlm_cep *c, const char *key, size_t keylen, int pas
     if (!sl || !c->tcap || sl < c->tab || sl >= c->tab + c->tcap)
         return;
     if (pass == 1) {
-        if (sl->k && sl->hash == hint->h) {
-            __builtin_prefetch(sl->k);
-            __builtin_prefetch((const char *)sl->k + 64);
-            __builtin_prefetch((const char *)sl->k + 128);
+        /* linear probing: the key may sit a few slots past its home (the same or the
+         * next cache line); remember where it was found */
+        for (int i = 0; i < 8 && sl->k; i++) {
+            if (sl->hash == hint->h) {
+                hint->slot = sl;
+                __builtin_prefetch(sl->k);
+                __builtin_prefetch((const char *)sl->k + 64);
+                __builtin_prefetch((const char *)sl->k + 128);
+                return;
+            }
+            sl = sl + 1 < c->tab + c->tcap ? sl + 1 : c->tab;
         }
-    } else if (sl->k && sl->hash == hint->h && sl->k->nfa && sl->k->ninl) {
-        /* the chain heads of the first partial matches (of the first pattern): their
-         * reference counts change when the key's next event runs (pass 2), and their
-         * events are read when they complete (pass 3) */
-        const struct csvec *v = &sl->k->nfa->pm;
+        hint->slot = NULL;
+    } else if (sl->k && sl->hash == hint->h && sl->k->has_nfa && sl->k->ninl) {
+        /* the chain heads of the first partial matches (of the first pattern) and
+         * their events (header and line), read when they complete; when the partial
+         * matches are not in the key's block, their array first (pass 2) */
+        const struct csvec *v = &key_nfa(sl->k)->pm;
+        if (pass == 2 && v->heap) {
+            __builtin_prefetch(v->v);
+            __builtin_prefetch((const char *)v->v + 64);
+            __builtin_prefetch((const char *)v->v + 128);
+            return;
+        }
+        if (pass == 3 && !v->heap)
+            return; /* done in pass 2 */
         for (size_t i = 0; i < v->n && i < 4; i++)
             if (v->v[i].chain) {
-                if (pass == 2)
-                    __builtin_prefetch(v->v[i].chain);
-                else
-                    __builtin_prefetch(v->v[i].chain->ev->line);
+                const char *e = (const char *)v->v[i].head;
+                __builtin_prefetch(v->v[i].chain);
+                __builtin_prefetch(e);
+                __builtin_prefetch(e + 64);
+                __builtin_prefetch(e + 128);
             }
     }
 }
@@ -1423,6 +1526,8 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
 {
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         len--;
+    if (len > UINT32_MAX - 4096 || c->npat > UINT32_MAX / 16)
+        return NULL;
     size_t sz = sizeof(struct tlm_cep_event) + c->npat * 8 + len + 1;
     int cls = ev_class(sz);
     struct tlm_cep_event *e;
@@ -1430,7 +1535,7 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
         e = c->free_ev[cls];
         c->free_ev[cls] = (struct tlm_cep_event *)e->key;
     } else {
-        e = malloc(cls >= 0 ? (size_t)cls * 64 : sz);
+        e = cls >= 0 ? arena_alloc(c, (size_t)cls * 64) : malloc(sz);
     }
     if (!e)
         return NULL;
@@ -1439,15 +1544,13 @@ static struct tlm_cep_event *ev_new(struct tlm_cep *c, struct key *k, tlm_time_t
     e->refs = 0;
     e->json = NULL;
     e->key = k;
-    e->len = len;
+    e->len = (uint32_t)len;
     e->sid = -1;
-    e->nmask = c->npat;
-    e->masks = (uint64_t *)(e + 1);
-    e->line = (char *)(e->masks + c->npat);
-    memcpy(e->line, line, len);
-    e->line[len] = 0;
+    e->nmask = (uint32_t)c->npat;
+    memcpy(ev_line(e), line, len);
+    ev_line(e)[len] = 0;
     c->nevents++;
-    c->evbytes += (long long)sz;
+    c->evbytes += cls < 0 ? (long long)sz : (long long)cls * 64;
     return e;
 }
 
@@ -1506,6 +1609,13 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
         tlm_time_t limit = e ? e->ts : wm;
         if (c->ntim && c->timers[0].at <= limit) {
             struct timer t = timer_pop(c);
+            /* the next timers to fire are near the top of the heap: fetch their keys
+             * (their blocks are cold when time jumps, e.g. at the end of input) */
+            for (size_t i = 0; i < 6 && i < c->ntim; i++) {
+                __builtin_prefetch(c->timers[i].key);
+                __builtin_prefetch((const char *)c->timers[i].key + 64);
+                __builtin_prefetch((const char *)c->timers[i].key + 128);
+            }
             if (t.key->timer != t.at)
                 continue; /* stale */
             t.key->timer = TLM_TIME_MAX;
@@ -1544,7 +1654,7 @@ static int save_ev(struct tlm_cep *c, struct tlm_cep_event *e, long *next, int b
     e->sid = (*next)++;
     json_t *r = json_pack("{sssIsIsIss%ss%sb}", "t", "ev", "id", (json_int_t)e->sid,
                           "ts", (json_int_t)e->ts, "seq", (json_int_t)e->seq, "key", e->key->k,
-                          e->key->klen, "line", e->line, e->len, "buf", buffered);
+                          e->key->klen, "line", ev_line(e), (size_t)e->len, "buf", buffered);
     (void)c;
     if (!r)
         return TLM_ENOMEM;
@@ -1566,7 +1676,8 @@ static int save_cs(struct tlm_cep *c, struct key *k, size_t p, const struct cs *
                    : json_pack("{ssss%sssisisisIsIsIso}", "t", "cs", "key", k->k, k->klen, "p",
                                c->pat[p]->id, "done", done, "state", s->state, "has_start",
                                s->has_start, "start_ts", (json_int_t)s->start_ts, "start_seq",
-                               (json_int_t)s->start_seq, "prev_ts", (json_int_t)s->prev_ts,
+                               (json_int_t)s->start_seq, "prev_ts",
+                               (json_int_t)(s->chain ? s->chain->ev->ts : 0),
                                "chain", chain);
     if (!r) {
         json_decref(chain);
@@ -1698,8 +1809,8 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
         s.has_start = (int)json_integer_value(json_object_get(rec, "has_start"));
         s.start_ts = json_integer_value(json_object_get(rec, "start_ts"));
         s.start_seq = (unsigned long long)json_integer_value(json_object_get(rec, "start_seq"));
-        s.prev_ts = json_integer_value(json_object_get(rec, "prev_ts"));
         s.chain = NULL;
+        s.head = NULL;
         if (s.state < 0 || s.state >= pat->ns)
             return bad_state(err, "state");
         json_array_foreach(chain, i, it) {
@@ -1722,6 +1833,7 @@ int tlm_cep_load(struct tlm_cep *c, const json_t *rec, struct tlm_error *err)
             n->stage = (int)st;
             c->nnodes++;
             s.chain = n;
+            s.head = n->ev;
         }
         struct csvec *v = json_is_true(json_object_get(rec, "done")) ||
                                   json_integer_value(json_object_get(rec, "done"))
@@ -1754,9 +1866,13 @@ void tlm_cep_stats(const struct tlm_cep *c, struct tlm_cep_stats *s)
     s->buffered = c->nbuffered;
     s->partial = partial;
     s->events_held = c->nevents;
-    s->bytes = c->evbytes + c->nnodes * (long long)sizeof(struct node) +
-               (partial + keys * (long long)c->npat) * (long long)sizeof(struct cs) +
-               keys * (long long)(sizeof(struct key) + 2 * sizeof(void *));
+    /* events as allocated (64-byte steps), nodes two to a line, a key's block (short
+     * text: the states of CEP_INLINE computation states inline) and its two table slots,
+     * partial matches beyond the inline ones */
+    long long kb = (long long)((sizeof(struct key) + 16 + c->npat * sizeof(struct nfa) + 63) & ~(size_t)63);
+    long long extra = partial - keys * (long long)c->npat * (CEP_INLINE - 1);
+    s->bytes = c->evbytes + c->nnodes * 32 + keys * (kb + 2 * (long long)sizeof(struct slot)) +
+               (extra > 0 ? extra : 0) * (long long)sizeof(struct cs);
     s->matches = c->matches;
     s->timeouts = c->timeouts;
     s->cond_errors = c->cond_errors;
