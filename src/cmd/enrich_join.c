@@ -813,8 +813,10 @@ struct join *join_create(const struct join_opts *o, struct tlm_error *err)
     j->rpaths[1] = *o->right_key_path;
     j->rscan = j->time_path.nseg ? tlm_jscan_create(j->rpaths, 2) : NULL;
     j->right = tlm_reader_create(&j->o.path, 1);
-    if (j->right)
+    if (j->right) {
         tlm_reader_on_block(j->right, right_blocks, j);
+        tlm_reader_wake_fd(j->right, stage_wake_fd());
+    }
     if (!j->rscan || !j->right) {
         tlm_error_set(err, TLM_ENOMEM, j->time_path.nseg ? "out of memory" : "--time-field: empty");
         join_destroy(j, NULL);

@@ -449,6 +449,7 @@ static long long src_line(void *ctx)
 static void src_on_block(void *ctx, int (*fn)(void *), void *arg)
 {
     tlm_listen_on_block(ctx, fn, arg);
+    tlm_listen_wake_fd(ctx, stage_wake_fd()); /* SIGTERM just before poll() */
 }
 
 int cmd_ingest(int argc, char **argv)

@@ -29,6 +29,7 @@
 #include "stage.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -115,15 +116,53 @@ struct stage {
     long long progress_events;
 };
 
+/* The self-pipe the handlers write to, so that a wait that starts just after a signal
+ * (the flags checked, then poll) still ends: readers and listeners poll its read end. */
+static int wake_pipe[2] = { -1, -1 };
+
+int stage_wake_fd(void)
+{
+    if (wake_pipe[0] >= 0)
+        return wake_pipe[0];
+    if (pipe(wake_pipe) != 0) {
+        wake_pipe[0] = wake_pipe[1] = -1;
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(wake_pipe[i], F_SETFL, fcntl(wake_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(wake_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    return wake_pipe[0];
+}
+
+static void wake(void)
+{
+    int e = errno;
+    if (wake_pipe[1] >= 0 && write(wake_pipe[1], "", 1) < 0) {
+        /* full: a byte is already waiting, which is all a wake needs */
+    }
+    errno = e;
+}
+
+/* Empties the self-pipe once the flags it woke for are handled. */
+static void wake_drain(void)
+{
+    char b[64];
+    while (wake_pipe[0] >= 0 && read(wake_pipe[0], b, sizeof(b)) > 0) {
+    }
+}
+
 static void on_stop(int sig)
 {
     got_stop = sig;
+    wake();
 }
 
 static void on_hup(int sig)
 {
     (void)sig;
     got_reload = 1;
+    wake();
 }
 
 static double now_s(void)
@@ -1275,6 +1314,7 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     st.t_start = st.t_last_event = st.t_last_checkpoint = st.t_last_progress = now_s();
 
     signal(SIGPIPE, SIG_IGN);
+    stage_wake_fd();
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop; /* no SA_RESTART: a blocked read returns to the loop */
     sigaction(SIGINT, &sa, NULL);
@@ -1312,6 +1352,7 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
         goto fail;
     }
+    tlm_reader_wake_fd(st.in, stage_wake_fd());
     {
         int kafka_in = 0, kafka_out = 0;
 #ifdef HAVE_KAFKA
@@ -1370,6 +1411,7 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
             break;
         if (got_reload) {
             got_reload = 0;
+            wake_drain();
             if (ops->on_reload && (rc = ops->on_reload(ops->ctx, &st, &err)))
                 goto fail;
         }

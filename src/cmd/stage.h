@@ -37,6 +37,12 @@
 
 struct stage;
 
+/* The read end of the self-pipe the stage's signal handlers write to (created on the
+ * first call): a command that waits on a descriptor of its own (a listener, a second
+ * input) polls it too, so that SIGTERM or SIGHUP arriving just before the wait is seen.
+ * Never read it: the stage empties it. -1 if no pipe could be made. */
+int stage_wake_fd(void);
+
 /* Most lines read ahead and scanned before they are processed (see stage_ops.prefetch). */
 #define STAGE_BATCH 16
 

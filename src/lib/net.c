@@ -123,6 +123,7 @@ struct tlm_listener {
 
     int (*on_block)(void *);
     void *on_block_arg;
+    int wake_fd;                /* see tlm_listen_wake_fd, -1 for none */
 
     char source[NAME_LEN];    /* client of the last line */
     unsigned long long source_id;
@@ -462,6 +463,7 @@ struct tlm_listener *tlm_listen_create(const struct tlm_listen_opts *o, struct t
         tlm_error_set(err, TLM_ENOMEM, "out of memory");
         return NULL;
     }
+    l->wake_fd = -1;
     l->kind = u.kind;
     l->reserve_fd = -1;
     l->max_line = o->max_line ? o->max_line : TLM_LISTEN_MAX_LINE;
@@ -527,6 +529,11 @@ void tlm_listen_on_block(struct tlm_listener *l, int (*fn)(void *), void *arg)
 {
     l->on_block = fn;
     l->on_block_arg = arg;
+}
+
+void tlm_listen_wake_fd(struct tlm_listener *l, int fd)
+{
+    l->wake_fd = fd;
 }
 
 const char *tlm_listen_source(const struct tlm_listener *l)
@@ -896,8 +903,8 @@ static int poll_round(struct tlm_listener *l, int timeout_ms, long long deadline
                       struct tlm_error *err)
 {
     size_t nfds = (size_t)l->nsocks + (size_t)l->nconns;
-    if (nfds > l->pfds_cap) {
-        size_t ncap = nfds * 2;
+    if (nfds + 1 > l->pfds_cap) {
+        size_t ncap = (nfds + 1) * 2;
         struct pollfd *np = realloc(l->pfds, ncap * sizeof(*np));
         if (!np)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -924,7 +931,18 @@ static int poll_round(struct tlm_listener *l, int timeout_ms, long long deadline
         }
         if (wait == 0)
             return TLM_EAGAIN;
-        pr = poll(l->pfds, (nfds_t)nfds, wait);
+        if (l->wake_fd >= 0) {
+            /* the wake descriptor last: a signal that came just before this wait */
+            l->pfds[nfds] = (struct pollfd){ l->wake_fd, POLLIN, 0 };
+            pr = poll(l->pfds, (nfds_t)nfds + 1, wait);
+            if (pr > 0 && l->pfds[nfds].revents) {
+                pr--;
+                if (pr == 0)
+                    return TLM_EAGAIN;
+            }
+        } else {
+            pr = poll(l->pfds, (nfds_t)nfds, wait);
+        }
         if (pr == 0)
             return TLM_EAGAIN;
     }

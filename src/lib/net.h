@@ -74,6 +74,12 @@ int tlm_listen_port(const struct tlm_listener *l);
  * negative TLM_E* code to make tlm_listen_next return it. fn NULL removes the hook. */
 void tlm_listen_on_block(struct tlm_listener *l, int (*fn)(void *), void *arg);
 
+/* A descriptor that becomes readable when the caller must look at its flags (the read
+ * end of a signal handler's self-pipe): tlm_listen_next returns TLM_EAGAIN when it is
+ * readable instead of waiting on, so a signal that arrives just before the wait is not
+ * lost. The listener never reads it. -1 (the default) for none. */
+void tlm_listen_wake_fd(struct tlm_listener *l, int fd);
+
 /* Next complete line from any client; clients with buffered lines are served round-robin,
  * one line each, and buffered lines are returned before more is read.
  * Returns:

@@ -37,6 +37,7 @@ struct tlm_reader {
     int fd;                   /* -1 when none is open */
     int opened;               /* cur has been opened (fd may be closed again at EOF) */
     int live;                 /* pipe, socket or tty */
+    int wake_fd;              /* see tlm_reader_wake_fd, -1 for none */
     int eof;                  /* raw input exhausted */
     int zstd;                 /* -1 undecided, 0 plain, 1 zstd */
     ZSTD_DCtx *dctx;
@@ -81,6 +82,7 @@ struct tlm_reader *tlm_reader_create(const char *const *paths, size_t n)
     struct tlm_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
+    r->wake_fd = -1;
     if (n == 0) {
         paths = stdin_only;
         n = 1;
@@ -133,6 +135,27 @@ void tlm_reader_on_block(struct tlm_reader *r, tlm_reader_block_fn fn, void *arg
     r->on_block_arg = arg;
 }
 
+void tlm_reader_wake_fd(struct tlm_reader *r, int fd)
+{
+    r->wake_fd = fd;
+}
+
+/* Waits until fd is readable, the wake descriptor is, or timeout_ms (-1: no limit)
+ * passes. Returns 1 when fd is ready, 0 on timeout, TLM_EAGAIN when woken or
+ * interrupted. */
+static int wait_readable(const struct tlm_reader *r, int timeout_ms)
+{
+    struct pollfd p[2] = { { r->fd, POLLIN, 0 }, { r->wake_fd, POLLIN, 0 } };
+    int pr = poll(p, r->wake_fd >= 0 ? 2 : 1, timeout_ms);
+    if (pr < 0)
+        return TLM_EAGAIN; /* EINTR: a signal; the caller looks at its flags */
+    if (pr == 0)
+        return 0;
+    if (r->wake_fd >= 0 && (p[1].revents & POLLIN) && !p[0].revents)
+        return TLM_EAGAIN;
+    return 1;
+}
+
 static int open_input(struct tlm_reader *r, struct tlm_error *err)
 {
     const char *path = r->paths[r->cur];
@@ -172,12 +195,9 @@ static long raw_read(struct tlm_reader *r, void *dst, size_t n, int timeout_ms,
                 if (rc < 0)
                     return rc;
             }
-            if (timeout_ms >= 0) {
-                int pr;
-                do
-                    pr = poll(&pfd, 1, timeout_ms);
-                while (pr < 0 && errno == EINTR);
-                if (pr == 0)
+            if (timeout_ms >= 0 || r->wake_fd >= 0) {
+                int pr = wait_readable(r, timeout_ms);
+                if (pr <= 0)
                     return TLM_EAGAIN;
             }
         }
@@ -197,8 +217,8 @@ static long raw_read(struct tlm_reader *r, void *dst, size_t n, int timeout_ms,
             return TLM_EAGAIN;
         }
         if (errno == EAGAIN) {
-            int pr = poll(&pfd, 1, timeout_ms >= 0 ? timeout_ms : -1);
-            if (pr == 0)
+            int pr = wait_readable(r, timeout_ms >= 0 ? timeout_ms : -1);
+            if (pr <= 0)
                 return TLM_EAGAIN;
             continue;
         }

@@ -52,6 +52,12 @@ void tlm_reader_destroy(struct tlm_reader *r);
 /* Sets the hook called before a read that may block (NULL to remove). */
 void tlm_reader_on_block(struct tlm_reader *r, tlm_reader_block_fn fn, void *arg);
 
+/* A descriptor that becomes readable when the caller must look at its flags (the read
+ * end of a signal handler's self-pipe): a read from a pipe, socket or tty that would
+ * block returns TLM_EAGAIN as soon as it is readable, so a signal that arrives just
+ * before the wait is not lost. The reader never reads it. -1 (the default) for none. */
+void tlm_reader_wake_fd(struct tlm_reader *r, int fd);
+
 /* Returns the next line: 1 with *line and *len set (borrowed until the next call; the line
  * has no "\n" or "\r\n" and is followed by a NUL byte), 0 at the end of the last input,
  * TLM_EAGAIN if timeout_ms >= 0 and no complete line arrived within it (live input),
