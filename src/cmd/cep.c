@@ -81,13 +81,7 @@ static const struct cli_group groups[] = {
     { "Patterns", pattern_opts },
     { "Rules", rule_opts },
     { "Output", out_opts },
-    { "Input and output", cli_opts_io },
-    { "Event time", cli_opts_time },
-    { "State", cli_opts_state },
-    { "Bad input", cli_opts_errors },
-    { "Reporting", cli_opts_report },
-    { "Help", cli_opts_help },
-    { NULL, NULL },
+    CLI_STAGE_GROUPS,
 };
 
 static const struct cli_cmd cep_cmd = {

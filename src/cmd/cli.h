@@ -76,6 +76,13 @@ extern const struct cli_opt cli_opts_errors[]; /* --reject --strict */
 extern const struct cli_opt cli_opts_report[]; /* --stats --progress */
 extern const struct cli_opt cli_opts_help[];   /* -h --version */
 
+/* The groups every stage ends its --help with, after its own:
+ * static const struct cli_group groups[] = { { "Windows", window_opts }, CLI_STAGE_GROUPS }; */
+#define CLI_STAGE_GROUPS                                                                   \
+    { "Input and output", cli_opts_io }, { "Event time", cli_opts_time },                \
+        { "State", cli_opts_state }, { "Bad input", cli_opts_errors },                    \
+        { "Reporting", cli_opts_report }, { "Help", cli_opts_help }, { NULL, NULL }
+
 /* Called for each option that is not a common one. Return 0, or print with
  * cli_usage_error and never return. */
 typedef void (*cli_handler)(int key, const char *arg, void *ctx);

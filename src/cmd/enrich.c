@@ -92,13 +92,7 @@ static const struct cli_group groups[] = {
     { "SQLite", sqlite_opts },
     { "Unmatched events", missing_opts },
     { "Stream join", join_opts },
-    { "Input and output", cli_opts_io },
-    { "Event time", cli_opts_time },
-    { "State", cli_opts_state },
-    { "Bad input", cli_opts_errors },
-    { "Reporting", cli_opts_report },
-    { "Help", cli_opts_help },
-    { NULL, NULL },
+    CLI_STAGE_GROUPS,
 };
 
 static const struct cli_cmd enrich_cmd = {
@@ -475,22 +469,6 @@ static void build_paths(struct ectx *c, const char *const *cols, size_t ncols)
 
 /* ---- keys ---------------------------------------------------------------------------- */
 
-/* Sets path p to value v inside object root, creating the objects on the way. */
-static int put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v)
-{
-    json_t *o = root;
-    for (size_t i = 0; i + 1 < p->nseg; i++) {
-        json_t *n = json_object_get(o, p->seg[i]);
-        if (!json_is_object(n)) {
-            n = json_object();
-            if (!n || json_object_set_new(o, p->seg[i], n))
-                return -1;
-        }
-        o = n;
-    }
-    json_t *val = tlm_jval_to_json(v);
-    return val ? json_object_set_new(o, p->seg[p->nseg - 1], val) : -1;
-}
 
 /* The key values of an event into c->kv: fields as scanned, expressions evaluated and
  * written as JSON text. Returns 0, or 1 after stage_reject, or a negative code. */
@@ -521,7 +499,7 @@ static int key_values(struct ectx *c, struct stage *st, const struct stage_event
                 for (size_t j = 0; j < c->nkeys; j++)
                     for (long q = 0; c->keys[j].expr && q < c->keys[j].nepaths; q++) {
                         const struct tlm_jval *jv = &ev->vals[c->keys[j].eval + q];
-                        if (jv->type != TLM_JNONE && put_path(e, &c->paths[c->keys[j].eval + q], jv)) {
+                        if (jv->type != TLM_JNONE && tlm_jval_put_path(e, &c->paths[c->keys[j].eval + q], jv)) {
                             json_decref(e);
                             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
                         }

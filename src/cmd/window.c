@@ -65,13 +65,7 @@ static const struct cli_group groups[] = {
     { "Windows", window_opts },
     { "Aggregates", agg_opts },
     { "Lateness", late_opts },
-    { "Input and output", cli_opts_io },
-    { "Event time", cli_opts_time },
-    { "State", cli_opts_state },
-    { "Bad input", cli_opts_errors },
-    { "Reporting", cli_opts_report },
-    { "Help", cli_opts_help },
-    { NULL, NULL },
+    CLI_STAGE_GROUPS,
 };
 
 static const struct cli_cmd window_cmd = {
@@ -342,22 +336,6 @@ static void build_paths(struct wctx *c)
             c->agg_partial = 1;
 }
 
-/* Sets path p to value v inside object root, creating the objects on the way. */
-static int put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v)
-{
-    json_t *o = root;
-    for (size_t i = 0; i + 1 < p->nseg; i++) {
-        json_t *n = json_object_get(o, p->seg[i]);
-        if (!json_is_object(n)) {
-            n = json_object();
-            if (!n || json_object_set_new(o, p->seg[i], n))
-                return -1;
-        }
-        o = n;
-    }
-    json_t *val = tlm_jval_to_json(v);
-    return val ? json_object_set_new(o, p->seg[p->nseg - 1], val) : -1;
-}
 
 /* The event as jansson values: only the extracted fields, or the whole line. */
 static json_t *partial_event(struct wctx *c, const struct stage_event *ev, size_t from, size_t n,
@@ -373,7 +351,7 @@ static json_t *partial_event(struct wctx *c, const struct stage_event *ev, size_
     }
     o = json_object();
     for (size_t i = 0; o && i < n; i++)
-        if (ev->vals[from + i].type != TLM_JNONE && put_path(o, &c->paths[from + i], &ev->vals[from + i])) {
+        if (ev->vals[from + i].type != TLM_JNONE && tlm_jval_put_path(o, &c->paths[from + i], &ev->vals[from + i])) {
             json_decref(o);
             o = NULL;
         }

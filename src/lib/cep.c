@@ -583,21 +583,6 @@ static int fast_test(const struct cep_fast *f, const struct tlm_jval *v)
     }
 }
 
-static int put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v)
-{
-    json_t *o = root;
-    for (size_t i = 0; i + 1 < p->nseg; i++) {
-        json_t *n = json_object_get(o, p->seg[i]);
-        if (!json_is_object(n)) {
-            n = json_object();
-            if (!n || json_object_set_new(o, p->seg[i], n))
-                return -1;
-        }
-        o = n;
-    }
-    json_t *val = tlm_jval_to_json(v);
-    return val ? json_object_set_new(o, p->seg[p->nseg - 1], val) : -1;
-}
 
 /* Evaluates the non-iterative conditions of every pattern into e->masks. vals may be NULL
  * (the event is parsed). */
@@ -634,7 +619,7 @@ static int compute_masks(struct tlm_cep *c, struct tlm_cep_event *e, const struc
                     } else {
                         obj = json_object();
                         for (size_t k = 0; obj && k < c->npaths; k++)
-                            if (vals[k].type != TLM_JNONE && put_path(obj, &c->paths[k], &vals[k])) {
+                            if (vals[k].type != TLM_JNONE && tlm_jval_put_path(obj, &c->paths[k], &vals[k])) {
                                 json_decref(obj);
                                 obj = NULL;
                             }

@@ -951,6 +951,22 @@ int tlm_jval_string(const struct tlm_jval *v, struct tlm_buf *out)
     return 0;
 }
 
+int tlm_jval_put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v)
+{
+    json_t *o = root;
+    for (size_t i = 0; i + 1 < p->nseg; i++) {
+        json_t *n = json_object_get(o, p->seg[i]);
+        if (!json_is_object(n)) {
+            n = json_object();
+            if (!n || json_object_set_new(o, p->seg[i], n))
+                return -1;
+        }
+        o = n;
+    }
+    json_t *val = tlm_jval_to_json(v);
+    return val ? json_object_set_new(o, p->seg[p->nseg - 1], val) : -1;
+}
+
 json_t *tlm_jval_to_json(const struct tlm_jval *v)
 {
     switch (v->type) {

@@ -109,6 +109,11 @@ int tlm_jval_string(const struct tlm_jval *v, struct tlm_buf *out);
  * out. */
 json_t *tlm_jval_to_json(const struct tlm_jval *v);
 
+/* Sets path p (at least one segment) to v's value inside object root, creating the
+ * objects on the way and replacing a member that is not an object. 0, or -1 when memory
+ * runs out or v is NONE. */
+int tlm_jval_put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v);
+
 /* Is p[0..n) a telem control record, the watermark {"__watermark": <integer ms>}? That is an
  * object with exactly one member, whose key is written literally as "__watermark" (no escapes)
  * and whose value is a JSON integer; whitespace as JSON allows. Returns 1 and stores the
