@@ -690,6 +690,13 @@ int tlm_rw_format_value(double v, struct tlm_buf *out)
         return tlm_buf_puts(out, "NaN") ? TLM_ENOMEM : 0;
     if (isinf(v))
         return tlm_buf_puts(out, v > 0 ? "+Inf" : "-Inf") ? TLM_ENOMEM : 0;
+    if (v == trunc(v) && fabs(v) < 1e15) {
+        /* whole numbers as integers: 40, not the shortest %g's 4e+01 */
+        snprintf(b, sizeof(b), "%lld", (long long)v);
+        if (v == 0 && signbit(v))
+            snprintf(b, sizeof(b), "-0");
+        return tlm_buf_puts(out, b) ? TLM_ENOMEM : 0;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(b, sizeof(b), "%.*g", prec, v);
         if (strtod(b, NULL) == v)

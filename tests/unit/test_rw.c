@@ -219,7 +219,13 @@ static void test_values(void **state)
     tlm_rw_format_value(-INFINITY, &b);
     tlm_buf_putc(&b, ' ');
     tlm_rw_format_value(1e-7, &b);
-    assert_string_equal(b.data, "27.508 3 NaN -Inf 1e-07");
+    tlm_buf_putc(&b, ' ');
+    tlm_rw_format_value(40, &b);
+    tlm_buf_putc(&b, ' ');
+    tlm_rw_format_value(-1200, &b);
+    tlm_buf_putc(&b, ' ');
+    tlm_rw_format_value(1e20, &b);
+    assert_string_equal(b.data, "27.508 3 NaN -Inf 1e-07 40 -1200 1e+20");
     assert_true(tlm_rw_is_stale(tlm_rw_stale()));
     assert_false(tlm_rw_is_stale(NAN));
     tlm_buf_free(&b);
