@@ -32,6 +32,7 @@ struct win {
     uint64_t seq;        /* creation order: ties in the session heap */
     int32_t revision;    /* rows emitted so far for this window */
     uint8_t fired;
+    uint8_t in_top;      /* among the top-N rows its range wrote last */
     unsigned char state[] __attribute__((aligned(16))); /* tlm_aggs state block */
 };
 
@@ -54,6 +55,9 @@ struct range {
     int64_t start, end;
     int fired;
     int32_t revision;    /* top-N: rows emitted for the range */
+    size_t ntop;         /* top-N: rows written last time, the last of them nth */
+    struct win *nth;
+    double nth_v;
     size_t n, cap;
     struct win **wins;   /* in arrival order */
 };
@@ -538,6 +542,29 @@ static int cmp_ranked_asc(const void *a, const void *b)
 }
 
 /* Emits the rows of a range: all windows in arrival order, or the top N. */
+/* Ranks the windows of r (free the array returned; NULL on OOM) and records the top N:
+ * in_top flags, ntop, and the last of them. */
+static struct ranked *rank_top(const struct tlm_window *w, struct range *r)
+{
+    struct ranked *v = malloc((r->n ? r->n : 1) * sizeof(*v));
+    size_t n = r->n;
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        v[i].x = r->wins[i];
+        v[i].v = tlm_aggs_value(w->aggs, r->wins[i]->state, (size_t)w->o.top_by);
+    }
+    qsort(v, n, sizeof(*v), w->o.top_asc ? cmp_ranked_asc : cmp_ranked_desc);
+    if ((long)n > w->o.top_n)
+        n = (size_t)w->o.top_n;
+    for (size_t i = 0; i < r->n; i++)
+        v[i].x->in_top = i < n;
+    r->ntop = n;
+    r->nth = n ? v[n - 1].x : NULL;
+    r->nth_v = n ? v[n - 1].v : 0;
+    return v;
+}
+
 static int emit_range(struct tlm_window *w, struct range *r, int final, struct tlm_buf *out,
                       long *rows)
 {
@@ -546,17 +573,10 @@ static int emit_range(struct tlm_window *w, struct range *r, int final, struct t
         for (size_t i = 0; i < r->n && rc == 0; i++)
             rc = emit_win(w, r->wins[i], final, out, rows);
     } else {
-        struct ranked *v = malloc((r->n ? r->n : 1) * sizeof(*v));
-        size_t n = r->n;
+        struct ranked *v = rank_top(w, r);
+        size_t n = r->ntop;
         if (!v)
             return TLM_ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-            v[i].x = r->wins[i];
-            v[i].v = tlm_aggs_value(w->aggs, r->wins[i]->state, (size_t)w->o.top_by);
-        }
-        qsort(v, n, sizeof(*v), w->o.top_asc ? cmp_ranked_asc : cmp_ranked_desc);
-        if ((long)n > w->o.top_n)
-            n = (size_t)w->o.top_n;
         for (size_t i = 0; i < n && rc == 0; i++) {
             rc = put_row(w, v[i].x->key, r->start, r->end, v[i].x, NULL, r->revision,
                          (long)i + 1, final, out);
@@ -566,6 +586,28 @@ static int emit_range(struct tlm_window *w, struct range *r, int final, struct t
         free(v);
     }
     return rc;
+}
+
+/* Can an update of window x change the top N its fired range wrote last? Not when x
+ * was not among them, they were N, and x still ranks after the last of them: then the
+ * range is not written again (a late event would otherwise cost a sort of all keys). */
+static int top_changes(const struct tlm_window *w, struct range *r, struct win *x)
+{
+    struct ranked a, b;
+    if (!r->nth && r->n > 1) {
+        /* not known since a restore: rank without writing. The top N found is the one
+         * written last, since an update of it would have been written */
+        int was = x->in_top;
+        free(rank_top(w, r));
+        x->in_top = was; /* x's update is not in the rows written last */
+    }
+    if (x->in_top || r->ntop < (size_t)w->o.top_n || !r->nth)
+        return 1;
+    a.x = x;
+    a.v = tlm_aggs_value(w->aggs, x->state, (size_t)w->o.top_by);
+    b.x = r->nth;
+    b.v = r->nth_v;
+    return (w->o.top_asc ? cmp_ranked_asc : cmp_ranked_desc)(&a, &b) < 0;
 }
 
 /* Fill rows for keys without a window in range [start, end). */
@@ -915,6 +957,8 @@ int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
          * the watermark by an event that is late but within lateness (it fires now) */
         r->fired = 1;
         /* the range has fired: this update is a revision (or a first row if new) */
+        if (w->o.top_n > 0 && !top_changes(w, r, x))
+            continue;
         rc = w->o.top_n > 0 ? emit_range(w, r, 1, out, rows) : emit_win(w, x, 1, out, rows);
         if (rc)
             return tlm_error_set(err, rc, "out of memory");
