@@ -37,11 +37,15 @@
 # waits in cep for the next watermark record: --watermark-interval 10ms on window (and on
 # cep, for remote-write) bounds that wait to ~10 ms instead of the default 1 s.
 # remote-write's --flush-interval 5ms does the same for its batches (default 1 s).
+# Environment: WMI (default 10ms) and FLUSH (default 5ms) set those two, e.g. WMI=1s
+# FLUSH=1s for telem's defaults.
 set -eu
 TELEM=$(realpath "${1:-telem}")
 RATE=${2:-10000}
 SECS=${3:-20}
 POLL=${4:-5}
+WMI=${WMI:-10ms}      # --watermark-interval of window and cep
+FLUSH=${FLUSH:-5ms}   # --flush-interval of remote-write
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/telem-lat.XXXXXX")
 PROM_PID= ING_PID= POLL_PID=
 cleanup() {
@@ -67,13 +71,13 @@ mkfifo "$tmp/ev"
 "$TELEM" ingest --listen tcp://127.0.0.1:0 --received-at recv --time-unit-out us \
     < /dev/null > "$tmp/ev" 2> "$tmp/ingest.err" &
 ING_PID=$!
-"$TELEM" window --key deviceId --tumble 1s --watermark-interval 10ms \
+"$TELEM" window --key deviceId --tumble 1s --watermark-interval "$WMI" \
     --agg 'count, max(recv) as recv, avg(cpuUsage) as cpu' < "$tmp/ev" 2> "$tmp/window.err" |
-"$TELEM" cep --key deviceId --time-field window_end --watermark-interval 10ms \
+"$TELEM" cep --key deviceId --time-field window_end --watermark-interval "$WMI" \
     --pattern 'a: count > 0 => b: count > 0' \
     --emit '{"deviceId": key, "timestamp": b.window_end, "recv": b.recv}' 2> "$tmp/cep.err" |
 "$TELEM" remote-write --url "http://127.0.0.1:$PP/api/v1/write" --name e2e --value recv \
-    --label deviceId --flush-interval 5ms --shards 1 --max-future 0 --stats \
+    --label deviceId --flush-interval "$FLUSH" --shards 1 --max-future 0 --stats \
     > /dev/null 2> "$tmp/rw.err" &
 PIPE_PID=$!
 
@@ -142,7 +146,7 @@ ING_PID=
 wait "$PIPE_PID" 2>/dev/null || true
 
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); telem $("$TELEM" --version | head -n1); $(prometheus --version 2>&1 | head -n1)"
-echo "rate $RATE events/s for $SECS s, 100 devices, 1 s tumbling windows; poll every $POLL ms"
+echo "rate $RATE events/s for $SECS s, 100 devices, 1 s tumbling windows; poll every $POLL ms; --watermark-interval $WMI, --flush-interval $FLUSH"
 sort -g "$tmp/lat" | awk '{ v[NR] = $1 } END {
     if (NR == 0) { print "no samples seen"; exit 1 }
     printf "samples seen: %d; latency receipt -> visible in Prometheus, ms: median %.1f, p90 %.1f, p99 %.1f, max %.1f, min %.1f\n",
