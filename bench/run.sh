@@ -83,24 +83,29 @@ case $EVENTS in ''|*[!0-9kKmMgG]*) die "--events must be a count like 1000000 or
 
 # ---- the rows ---------------------------------------------------------------------------
 # row NAME [--check=MODE] [--note=TEXT] TELEM_COMMAND [PEER_COMMAND...]
-ROW_NAME=() ROW_CHECK=() ROW_NOTE=() ROW_CMDS=()
+# --floor=CMD (repeatable) adds CMD as a lower bound (a cat-like command that reads and
+# writes the events without computing anything): it comes after the peers, is checked to
+# write as many lines as the input whatever the row's check, and is marked in the report.
+ROW_NAME=() ROW_CHECK=() ROW_NOTE=() ROW_CMDS=() ROW_NFLOOR=()
 US=$'\037'
 row() {
     [ $# -ge 2 ] || die "rows.sh: row needs a name and a telem command: row $*"
-    local name=$1 check=none note='' cmds='' c
+    local name=$1 check=none note='' cmds='' c floors=()
     shift
     while [ $# -gt 0 ]; do
         case $1 in
             --check=*) check=${1#*=}; shift ;;
             --note=*) note=${1#*=}; shift ;;
+            --floor=*) floors+=("${1#*=}"); shift ;;
             --*) die "rows.sh: row $name: unknown option $1" ;;
             *) break ;;
         esac
     done
-    case $check in same|lines|telemlines|none) ;; *) die "rows.sh: row $name: unknown check $check" ;; esac
+    case $check in same|lines|telemlines|telemsame|none) ;; *) die "rows.sh: row $name: unknown check $check" ;; esac
     [ $# -ge 1 ] || die "rows.sh: row $name has no telem command"
-    for c in "$@"; do cmds=${cmds:+$cmds$US}$c; done
+    for c in "$@" "${floors[@]+"${floors[@]}"}"; do cmds=${cmds:+$cmds$US}$c; done
     ROW_NAME+=("$name") ROW_CHECK+=("$check") ROW_NOTE+=("$note") ROW_CMDS+=("$cmds")
+    ROW_NFLOOR+=("${#floors[@]}")
 }
 
 # ---- tools ------------------------------------------------------------------------------
@@ -242,6 +247,21 @@ DATA_TOKENS_JQ=$DATA_DIR/tokens.jq
 printf '%s\n' 'capture("^(?<key>.*)-(?<metric>[^-]*)-(?<value>[^-]*)$") | .value |= tonumber' >"$DATA_TOKENS_JQ"
 export DATA_CSV DATA_TOKENS DATA_TOKENS_JQ
 
+# The enrich row's reference table: every device of the data ($DEVICES rows, id make
+# model site), as CSV (telem, mlr) and as one JSON object keyed by id (jq --slurpfile).
+DATA_TABLE=$DATA_DIR/devices-d$DEVICES.csv
+DATA_TABLE_JSON=$DATA_DIR/devices-d$DEVICES.json
+if [ ! -s "$DATA_TABLE" ] || [ ! -s "$DATA_TABLE_JSON" ]; then
+    awk -v n="$DEVICES" 'BEGIN { print "id,make,model,site";
+        for (i = 0; i < n; i++) printf "device-%d,make-%d,model-%d,site-%d\n", i, i % 37, i % 101, i % 13 }' \
+        >"$DATA_TABLE.tmp" && mv "$DATA_TABLE.tmp" "$DATA_TABLE"
+    awk -F, 'NR == 1 { printf "{"; next }
+        { printf "%s\"%s\":{\"make\":\"%s\",\"model\":\"%s\",\"site\":\"%s\"}", (NR > 2 ? "," : ""), $1, $2, $3, $4 }
+        END { print "}" }' "$DATA_TABLE" >"$DATA_TABLE_JSON.tmp" && mv "$DATA_TABLE_JSON.tmp" "$DATA_TABLE_JSON"
+fi
+BENCH_DIR=$here
+export DATA_TABLE DATA_TABLE_JSON BENCH_DIR
+
 # ---- measuring --------------------------------------------------------------------------
 # Every command runs as `sh -c CMD <DATA >/dev/null`, pinned as chosen, under GNU time.
 # run_once CMD SINK: sets T_US (wall microseconds), T_RSS (KiB or empty),
@@ -266,6 +286,16 @@ run_once() {
         lines)
             "${wrap[@]}" sh -c "$cmd" <"$DATA" 2>"$tmp/err" | wc -l | tr -d ' ' >"$tmp/check"
             T_RC=${PIPESTATUS[0]} ;;
+        save) # telem's output, kept for the peers' telemsame check
+            "${wrap[@]}" sh -c "$cmd" <"$DATA" >"$tmp/telem.out" 2>"$tmp/err"
+            T_RC=$?
+            wc -l <"$tmp/telem.out" | tr -d ' ' >"$tmp/check" ;;
+        cmpsaved)
+            set -o pipefail
+            "${wrap[@]}" sh -c "$cmd" <"$DATA" 2>"$tmp/err" | cmp - "$tmp/telem.out" >"$tmp/check" 2>&1
+            local st2=("${PIPESTATUS[@]}")
+            set +o pipefail
+            T_RC=${st2[0]}; T_CHECK=${st2[1]} ;;
     esac
     t1=$(now_us)
     T_US=$((t1 - t0))
@@ -331,7 +361,10 @@ for i in "${!ROW_NAME[@]}"; do
     [ -n "${ROW_NOTE[$i]}" ] && NOTES+=("$name: ${ROW_NOTE[$i]}")
 
     state=() runs=() times=() rss=() why=() telem_lines=
+    nfloor=${ROW_NFLOOR[$i]}
     for ((c = 0; c < ncmd; c++)); do
+        isfloor=0
+        [ "$c" -ge $((ncmd - nfloor)) ] && isfloor=1
         cmd=${cmds[$c]}
         state[c]=ok runs[c]=$RUNS times[c]='' cpus[c]='' rss[c]='' why[c]=''
         if [ "$c" -gt 0 ] && tool=$(missing_tool "$cmd"); then
@@ -344,17 +377,25 @@ for i in "${!ROW_NAME[@]}"; do
         case $check in
             same) if [ "$c" = 0 ]; then sink='cmp'; else sink='lines'; fi ;;
             lines|telemlines) sink=lines ;;
+            telemsame) if [ "$c" = 0 ]; then sink=save; else sink=cmpsaved; fi ;;
         esac
+        [ "$isfloor" = 1 ] && [ "$check" != none ] && sink=lines
         T_CHECK=0
         run_once "$cmd" "$sink"
-        if [ "$T_RC" != 0 ] && ! { [ "$sink" = cmp ] && [ "$T_CHECK" != 0 ] && [ "$T_RC" = 141 ]; }; then
+        # a command killed by SIGPIPE (141) because cmp stopped at a difference is a
+        # failed check, not a failed command
+        if [ "$T_RC" != 0 ] && ! { { [ "$sink" = cmp ] || [ "$sink" = cmpsaved ]; } && [ "$T_CHECK" != 0 ] && [ "$T_RC" = 141 ]; }; then
             state[c]=na why[c]="exit $T_RC$(errline)"
         elif [ "$sink" = cmp ] && [ "$T_CHECK" != 0 ]; then
             state[c]=na why[c]="output differs from the input: $(head -n1 "$tmp/check" | cut -c1-80)"
+        elif [ "$sink" = cmpsaved ] && [ "$T_CHECK" != 0 ]; then
+            state[c]=na why[c]="output differs from telem's: $(head -n1 "$tmp/check" | cut -c1-80)"
+        elif [ "$sink" = save ] && [ "$(cat "$tmp/check")" = 0 ]; then
+            state[c]=na why[c]="wrote no output (nothing to compare the peers with)"
         elif [ "$sink" = lines ]; then
             got=$(cat "$tmp/check")
             want=$NLINES
-            if [ "$check" = telemlines ] && [ "$c" -gt 0 ]; then want=$telem_lines; fi
+            if [ "$check" = telemlines ] && [ "$c" -gt 0 ] && [ "$isfloor" = 0 ]; then want=$telem_lines; fi
             if [ "$check" = telemlines ] && [ "$c" = 0 ]; then telem_lines=$got; want=$got; fi
             if [ "$got" != "$want" ]; then
                 state[c]=na why[c]="wrote $got lines, expected $want"
@@ -395,6 +436,7 @@ for i in "${!ROW_NAME[@]}"; do
         label=$name
         [ "$c" -gt 0 ] && label=
         shown=$(show "${cmds[$c]}")
+        [ "$c" -ge $((ncmd - ${ROW_NFLOOR[$i]})) ] && label="(lower bound)"
         shown=${shown//|/\\|}
         if [ "${state[c]}" != ok ]; then
             TABLE+=("| $label | \`$shown\` | n/a | n/a | n/a | n/a | n/a | n/a | n/a: ${why[c]//|/\\|} |")
