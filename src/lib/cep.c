@@ -704,6 +704,30 @@ static int bind_chain(const struct tlm_cep_pattern *pat, struct node *chain, jso
     return 0;
 }
 
+/* expr on the event, with the stages matched so far (and prev) bound: 1 or 0; an
+ * evaluation error counts in cond_errors and is 0; -1 when the bindings cannot be made
+ * (out of memory: the caller answers 0 without remembering it). */
+static int test_bound(struct ictx *x, const struct tlm_expr *expr)
+{
+    if (!x->bound) {
+        if (bind_chain(x->pat, x->cs->chain, x->vals))
+            return -1;
+        x->bound = 1;
+    }
+    const char *names[CEP_MAX_STAGES + 1];
+    for (size_t k = 0; k < x->pat->n; k++)
+        names[k] = x->pat->st[k].name;
+    names[x->pat->n] = "prev";
+    struct tlm_expr_env env = { x->pat->n + 1, names, x->vals };
+    struct tlm_error e;
+    int r = tlm_expr_test(expr, tlm_cep_event_json(x->ev), &env, &e);
+    if (r < 0) {
+        x->c->cond_errors++;
+        r = 0;
+    }
+    return r;
+}
+
 static int stage_holds(struct ictx *x, int i)
 {
     const struct cep_stage *s = &x->pat->st[i];
@@ -719,22 +743,9 @@ static int stage_holds(struct ictx *x, int i)
         x->memo[i] = (signed char)(r > 0);
         return r > 0;
     }
-    if (!x->bound) {
-        if (bind_chain(x->pat, x->cs->chain, x->vals))
-            return 0;
-        x->bound = 1;
-    }
-    const char *names[CEP_MAX_STAGES + 1];
-    for (size_t k = 0; k < x->pat->n; k++)
-        names[k] = x->pat->st[k].name;
-    names[x->pat->n] = "prev";
-    struct tlm_expr_env env = { x->pat->n + 1, names, x->vals };
-    struct tlm_error e;
-    int r = tlm_expr_test(s->expr, tlm_cep_event_json(x->ev), &env, &e);
-    if (r < 0) {
-        x->c->cond_errors++;
-        r = 0;
-    }
+    int r = test_bound(x, s->expr);
+    if (r < 0)
+        return 0;
     x->memo[i] = (signed char)r;
     return r;
 }
@@ -742,25 +753,11 @@ static int stage_holds(struct ictx *x, int i)
 /* A looping stage's until condition on the event, with the partial match's bindings. */
 static int until_holds(struct ictx *x, int i)
 {
-    const struct cep_stage *s = &x->pat->st[i];
     if (x->umemo[i] >= 0)
         return x->umemo[i];
-    if (!x->bound) {
-        if (bind_chain(x->pat, x->cs->chain, x->vals))
-            return 0;
-        x->bound = 1;
-    }
-    const char *names[CEP_MAX_STAGES + 1];
-    for (size_t k = 0; k < x->pat->n; k++)
-        names[k] = x->pat->st[k].name;
-    names[x->pat->n] = "prev";
-    struct tlm_expr_env env = { x->pat->n + 1, names, x->vals };
-    struct tlm_error e;
-    int r = tlm_expr_test(s->until, tlm_cep_event_json(x->ev), &env, &e);
-    if (r < 0) {
-        x->c->cond_errors++;
-        r = 0;
-    }
+    int r = test_bound(x, x->pat->st[i].until);
+    if (r < 0)
+        return 0;
     x->umemo[i] = (signed char)r;
     return r;
 }

@@ -1010,6 +1010,25 @@ static size_t brace_at(const char *t, size_t i, size_t end)
     return t[b] == '{' && b + 1 < end ? b : (size_t)-1;
 }
 
+/* One step of a scan of t[0..n) for what stands at its top level: a quoted string is
+ * skipped whole (*i left on its closing quote), a bracket moves *depth. 1 when t[*i] is
+ * outside quotes at depth 0 (a closing bracket back to 0 included), else 0. */
+static int top_level(const char *t, size_t n, size_t *i, int *depth)
+{
+    char c = t[*i];
+    if (c == '"' || c == '\'') {
+        (*i)++;
+        while (*i < n && t[*i] != c)
+            *i += t[*i] == '\\' ? 2 : 1;
+        return 0;
+    }
+    if (c == '(' || c == '[' || c == '{')
+        (*depth)++;
+    else if (c == ')' || c == ']' || c == '}')
+        (*depth)--;
+    return *depth == 0;
+}
+
 /* One stage: "[!]name: condition [quant] [modifiers]" at src[off..off+n). */
 static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, size_t n,
                        int contig, struct tlm_error *err)
@@ -1047,19 +1066,10 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
     {
         int depth = 0;
         for (size_t j = i; j + 7 <= n; j++) {
-            char ch = t[j];
-            if (ch == '"' || ch == '\'') {
-                j++;
-                while (j < n && t[j] != ch)
-                    j += t[j] == '\\' ? 2 : 1;
+            if (!top_level(t, n, &j, &depth))
                 continue;
-            }
-            if (ch == '(' || ch == '[' || ch == '{')
-                depth++;
-            else if (ch == ')' || ch == ']' || ch == '}')
-                depth--;
-            else if (depth == 0 && isspace((unsigned char)ch) && !strncmp(t + j + 1, "until", 5) &&
-                     isspace((unsigned char)t[j + 6])) {
+            if (isspace((unsigned char)t[j]) && !strncmp(t + j + 1, "until", 5) &&
+                isspace((unsigned char)t[j + 6])) {
                 size_t us = j + 6, ue = n;
                 while (us < n && isspace((unsigned char)t[us]))
                     us++;
@@ -1164,18 +1174,9 @@ struct tlm_cep_pattern *tlm_cep_pattern_parse(const char *src, struct tlm_error 
     }
     /* find the trailing clauses: the first top-level word "within", "skip" or "no skip" */
     for (size_t i = 0; i < n; i++) {
-        char c = src[i];
-        if (c == '"' || c == '\'') {
-            i++;
-            while (i < n && src[i] != c)
-                i += src[i] == '\\' ? 2 : 1;
+        if (!top_level(src, n, &i, &depth))
             continue;
-        }
-        if (c == '(' || c == '[' || c == '{')
-            depth++;
-        else if (c == ')' || c == ']' || c == '}')
-            depth--;
-        else if (depth == 0 && (i == 0 || isspace((unsigned char)src[i - 1])) &&
+        if ((i == 0 || isspace((unsigned char)src[i - 1])) &&
                  ((!strncmp(src + i, "within", 6) && isspace((unsigned char)src[i + 6])) ||
                   (!strncmp(src + i, "skip", 4) && isspace((unsigned char)src[i + 4])) ||
                   (!strncmp(src + i, "no skip", 7) && (i + 7 == n || isspace((unsigned char)src[i + 7]))))) {
@@ -1230,18 +1231,7 @@ struct tlm_cep_pattern *tlm_cep_pattern_parse(const char *src, struct tlm_error 
         int op = -1;
         size_t oplen = 0;
         if (i < clauses) {
-            char c = src[i];
-            if (c == '"' || c == '\'') {
-                i++;
-                while (i < clauses && src[i] != c)
-                    i += src[i] == '\\' ? 2 : 1;
-                continue;
-            }
-            if (c == '(' || c == '[' || c == '{')
-                depth++;
-            else if (c == ')' || c == ']' || c == '}')
-                depth--;
-            if (depth != 0)
+            if (!top_level(src, clauses, &i, &depth))
                 continue;
             if (!strncmp(src + i, "->>", 3))
                 op = CEP_ANY, oplen = 3;
