@@ -552,23 +552,11 @@ static int table_key(struct ectx *c, const char **key, size_t *n)
     tlm_buf_reset(&c->keybuf);
     for (size_t i = 0; i < c->nkeys; i++) {
         const struct tlm_jval *v = &c->kv[i];
+        int rc;
         if (i && tlm_buf_putc(&c->keybuf, '\0'))
             return TLM_ENOMEM;
-        switch (v->type) {
-        case TLM_JSTRING:
-            if (tlm_jval_string(v, &c->keybuf))
-                return TLM_ENOMEM;
-            break;
-        case TLM_JINT:
-        case TLM_JREAL:
-        case TLM_JTRUE:
-        case TLM_JFALSE:
-            if (tlm_buf_append(&c->keybuf, v->p, v->n))
-                return TLM_ENOMEM;
-            break;
-        default:
-            return TLM_ETYPE;
-        }
+        if ((rc = tlm_jval_key_text(v, &c->keybuf)))
+            return rc;
     }
     *key = c->keybuf.data ? c->keybuf.data : "";
     *n = c->keybuf.len;

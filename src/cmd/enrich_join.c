@@ -130,22 +130,10 @@ static tlm_time_t bound_of(const struct join *j, int side, tlm_time_t ts)
 /* The key text of a scanned value (string contents or number text) into j->keybuf. */
 static int key_text(struct join *j, const struct tlm_jval *v, const char **k, size_t *n)
 {
+    int rc;
     tlm_buf_reset(&j->keybuf);
-    switch (v->type) {
-    case TLM_JSTRING:
-        if (tlm_jval_string(v, &j->keybuf))
-            return TLM_ENOMEM;
-        break;
-    case TLM_JINT:
-    case TLM_JREAL:
-    case TLM_JTRUE:
-    case TLM_JFALSE:
-        if (tlm_buf_append(&j->keybuf, v->p, v->n))
-            return TLM_ENOMEM;
-        break;
-    default:
-        return TLM_ETYPE;
-    }
+    if ((rc = tlm_jval_key_text(v, &j->keybuf)))
+        return rc;
     *k = j->keybuf.data ? j->keybuf.data : "";
     *n = j->keybuf.len;
     return 0;

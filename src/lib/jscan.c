@@ -951,6 +951,21 @@ int tlm_jval_string(const struct tlm_jval *v, struct tlm_buf *out)
     return 0;
 }
 
+int tlm_jval_key_text(const struct tlm_jval *v, struct tlm_buf *out)
+{
+    switch (v->type) {
+    case TLM_JSTRING:
+        return tlm_jval_string(v, out) ? TLM_ENOMEM : 0;
+    case TLM_JINT:
+    case TLM_JREAL:
+    case TLM_JTRUE:
+    case TLM_JFALSE:
+        return tlm_buf_append(out, v->p, v->n) ? TLM_ENOMEM : 0;
+    default:
+        return TLM_ETYPE;
+    }
+}
+
 int tlm_jval_put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v)
 {
     json_t *o = root;

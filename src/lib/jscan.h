@@ -114,6 +114,11 @@ json_t *tlm_jval_to_json(const struct tlm_jval *v);
  * runs out or v is NONE. */
 int tlm_jval_put_path(json_t *root, const struct tlm_path *p, const struct tlm_jval *v);
 
+/* Appends v's text as keys compare it (enrich's tables and joins): a string's contents,
+ * unescaped; a number or true/false as written. TLM_ETYPE for null, an object, an array
+ * or an absent value; TLM_ENOMEM. */
+int tlm_jval_key_text(const struct tlm_jval *v, struct tlm_buf *out);
+
 /* Is p[0..n) a telem control record, the watermark {"__watermark": <integer ms>}? That is an
  * object with exactly one member, whose key is written literally as "__watermark" (no escapes)
  * and whose value is a JSON integer; whitespace as JSON allows. Returns 1 and stores the
