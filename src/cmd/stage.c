@@ -55,6 +55,7 @@ struct bline {
     const char *src;                 /* where it came from (borrowed from the reader) */
     long long line, offset;
     int scanned;                     /* 0: not scanned, 1: scanned (vals), 2: scan failed */
+    int prefetched;                  /* ops->prefetch made its passes for this line */
 };
 
 struct stage {
@@ -190,6 +191,11 @@ long long stage_source_line(const struct stage *st)
     if (st->bcur)
         return st->bcur->line;
     return st->src ? st->src->line(st->src->ctx) : tlm_reader_line(st->in);
+}
+
+int stage_prefetched_slot(const struct stage *st)
+{
+    return st->bcur && st->bcur->prefetched ? (int)(st->bcur - st->blines) : -1;
 }
 
 static long long source_offset(const struct stage *st)
@@ -1193,6 +1199,7 @@ static int run_batch(struct stage *st, const char *line, size_t len, int *eof, l
         b->line = tlm_reader_line(st->in);
         b->offset = tlm_reader_offset(st->in);
         b->scanned = 0;
+        b->prefetched = 0;
         if (tlm_buf_append(&st->bbuf, line, len) || tlm_buf_putc(&st->bbuf, '\0'))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         if (n == STAGE_BATCH || got_stop || got_reload)
@@ -1212,6 +1219,7 @@ static int run_batch(struct stage *st, const char *line, size_t len, int *eof, l
                 tlm_json_is_watermark(p, b->len, &ms))
                 continue;
             b->scanned = tlm_jscan_run(st->scan, p, b->len, st->bvals + i * np, &st->plerr) ? 2 : 1;
+            b->prefetched = b->scanned == 1;
         }
         for (int pass = 0; pass < ops->prefetch_passes; pass++) {
             for (size_t i = 0; i < n; i++) {

@@ -169,6 +169,10 @@ tlm_time_t stage_watermark(const struct stage *st);
 /* Where the current line came from: input name and line number. */
 const char *stage_source_name(const struct stage *st);
 long long stage_source_line(const struct stage *st);
+/* The slot (0 .. STAGE_BATCH - 1) the event being handled had in the read-ahead passes
+ * of ops->prefetch, or -1 when no pass was made for it: what the passes left for that
+ * slot may then be used. */
+int stage_prefetched_slot(const struct stage *st);
 /* The time unit the input used for the time field (for printing times back in it). */
 enum tlm_time_unit stage_time_unit(const struct stage *st);
 

@@ -446,8 +446,10 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
             return err->code;
     }
     tlm_window_set_unit(c->win, stage_time_unit(st));
-    rc = tlm_window_add(c->win, keys, ev->vals + c->nkey_fields, partial, ev->ts,
-                        stage_watermark(st), &w->buf, &rows, err);
+    int slot = stage_prefetched_slot(st);
+    rc = tlm_window_add_hinted(c->win, slot >= 0 && !c->key_partial ? &c->hints[slot] : NULL,
+                               keys, ev->vals + c->nkey_fields, partial, ev->ts,
+                               stage_watermark(st), &w->buf, &rows, err);
     json_decref(partial);
     if (rc == 1)
         return write_late(c, st, ev, err);

@@ -7,8 +7,10 @@
  * array. Reals: a fast path finds the smallest k with round(|d| * 10^k) / 10^k == |d| (exact
  * when the integer is below 2^53 and k <= 22: one correctly rounded division is what strtod
  * computes for that decimal); it is used when the result has at most 15 significant digits and
- * |d| lies in [1e-4, 1e15), where "%.15g" prints the same digits in fixed notation. Other
- * values take the slow path: "%.15g", "%.16g", "%.17g" until strtod reads the text back to d
+ * |d| lies in [1e-4, 1e15), where "%.15g" prints the same digits in fixed notation. In that
+ * range a middle path finds the "%.16g" or "%.17g" text from |d| * 10^k in long double,
+ * unless the rounding is too close to call (about 2 % of values). Other values take the
+ * slow path: "%.15g", "%.16g", "%.17g" until strtod reads the text back to d
  * (17 digits always do); subnormals, which hold fewer digits, start the search at "%.1g". Both then get jansson's touches (".0" on integral values, exponent
  * without '+' or leading zeros), so the text is what jansson prints at that precision.
  *
@@ -191,6 +193,100 @@ static size_t fast_real(double a, char *out)
     return 0;
 }
 
+/* Middle path, for what the fast path leaves in the same range (16 or 17 significant
+ * digits): the "%.Pg" text of the first P in 15..17 that reads back, as slow_real gives,
+ * without printf or strtod. a * 10^k is taken in long double (64-bit mantissa; 10^k is exact
+ * there for k <= 27), so its error is below 2^-64 relative, at most 0.006 at 17 digits:
+ * when the fraction is that close to a half, the rounding could go either way and the
+ * slow path decides. A P < 17 candidate below 2^53 is checked exactly (one correctly
+ * rounded division, as in the fast path); one above by its distance to t against half
+ * a unit in the last place of a. Returns the length or 0. */
+static size_t mid_real(double a, char *out)
+{
+#if LDBL_MANT_DIG >= 64
+    static const long double p10l[28] = {
+        1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+        1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+        1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L
+    };
+    int e10 = (int)floor(log10(a));
+    if (e10 < -4 || e10 > 14)
+        return 0;
+    /* log10 may be one off next to a power of ten: the 17-digit scaling tells */
+    long double t17 = (long double)a * p10l[16 - e10];
+    if (t17 < 1e16L)
+        e10--;
+    else if (t17 >= 1e17L)
+        e10++;
+    if (e10 < -4 || e10 > 14)
+        return 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        int k = prec - 1 - e10; /* digits after the point: 0 <= k <= 20 */
+        long double t = (long double)a * p10l[k];
+        long double fl = floorl(t), frac = t - fl;
+        /* t's error is below 10^prec * 2^-64: 2^-14, 2^-11 and 2^-7 for 15, 16, 17 */
+        long double margin = prec == 15 ? 1.0L / 4096 : prec == 16 ? 1.0L / 512 : 1.0L / 64;
+        if (fabsl(frac - 0.5L) < margin)
+            return 0;
+        uint64_t c = (uint64_t)fl + (frac > 0.5L);
+        if ((long double)c >= p10l[prec])
+            return 0; /* rounded up to the next power of ten */
+        if (prec < 17) {
+            if (c <= (UINT64_C(1) << 53)) {
+                if ((double)c / (double)p10l[k] != a)
+                    continue;
+            } else {
+                /* c reads back to a when it lies within half a unit in the last place
+                 * of a (scaled by 10^k) of t; a power of two has a closer neighbour
+                 * below, and a distance next to the half is left to the slow path */
+                int ex;
+                if (frexp(a, &ex) == 0.5)
+                    return 0;
+                long double half = ldexpl(p10l[k], ex - 54);
+                long double dist = fabsl((long double)c - t);
+                if (fabsl(dist - half) < margin)
+                    return 0;
+                if (dist > half)
+                    continue;
+            }
+        }
+        char digits[24];
+        char *e = digits + sizeof(digits);
+        char *s = utoa_rev(c, e);
+        size_t nd = (size_t)(e - s), o = 0;
+        /* "%g" drops trailing zeros of the fraction */
+        size_t kk = (size_t)k;
+        while (kk > 0 && e[-1] == '0') {
+            e--;
+            nd--;
+            kk--;
+        }
+        if (e10 >= 0) {
+            size_t ni = nd - kk; /* e10 + 1 integer digits */
+            memcpy(out, s, ni);
+            o = ni;
+            out[o++] = '.';
+            if (kk == 0) {
+                out[o++] = '0';
+                return o;
+            }
+            memcpy(out + o, s + ni, kk);
+            return o + kk;
+        }
+        out[o++] = '0';
+        out[o++] = '.';
+        for (int z = -1; z > e10; z--)
+            out[o++] = '0';
+        memcpy(out + o, s, nd);
+        return o + nd;
+    }
+#else
+    (void)a;
+    (void)out;
+#endif
+    return 0;
+}
+
 /* Slow path: "%.Pg" for the first P in 15..17 that reads back, with jansson's touches.
  * Returns the length written to out (>= 40 bytes). */
 static size_t slow_real(double d, char *out)
@@ -246,6 +342,8 @@ int tlm_json_put_double(struct tlm_buf *b, double d)
     if (a >= 1e-4 && a < 1e15) {
         out[0] = '-';
         n = fast_real(a, out + (d < 0));
+        if (!n)
+            n = mid_real(a, out + (d < 0));
         if (n)
             n += d < 0;
     }

@@ -323,9 +323,9 @@ static int tab_insert(struct tlm_window *w, struct wkey *k)
 
 /* The key whose rendered text is text/n, created when absent (NULL on OOM). The slot
  * holds the hash, so a probe touches a key only when its hash matches. */
-static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
+static struct wkey *get_key_hashed(struct tlm_window *w, const char *text, size_t n,
+                                   uint64_t h)
 {
-    uint64_t h = hash_bytes(text, n);
     uint16_t tag = HASH_TAG(h);
     size_t j = HASH_HOME(h) & (w->tab_cap - 1);
     struct wkey *k;
@@ -352,6 +352,11 @@ static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
     k->wins = k->inl;
     w->bytes += (long long)(WKEY_BYTES + n + 1 + 3 * sizeof(void *));
     return k;
+}
+
+static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
+{
+    return get_key_hashed(w, text, n, hash_bytes(text, n));
 }
 
 static struct win *find_win(struct wkey *k, int64_t start)
@@ -879,11 +884,16 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
     if (pass == 0) {
         hint->p = NULL;
         hint->hash = 0;
-        /* a few thousand keys and their windows stay in the caches: hashing twice
+        hint->len = 0;
+        /* a few thousand keys and their windows stay in the caches: rendering here
          * would cost more than it saves */
         if (w->nkeys < 8192 || render_key(w, keys))
             return;
         hint->hash = hash_bytes(w->tmp.data, w->tmp.len);
+        if (w->tmp.len > 0 && w->tmp.len <= sizeof(hint->text)) {
+            memcpy(hint->text, w->tmp.data, w->tmp.len);
+            hint->len = (uint32_t)w->tmp.len;
+        }
         __builtin_prefetch(&w->tab[HASH_HOME(hint->hash) & mask]);
         hint->p = w; /* hashed */
     } else if (pass == 1) {
@@ -903,6 +913,7 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
     } else if (pass == 2) {
         const struct wkey *k = hint->p;
         const struct win *x;
+        hint->p = NULL; /* pass 3 reads a window, never a key */
         if (!k || !k->nwin)
             return;
         x = k->wins[k->nwin - 1];
@@ -920,11 +931,23 @@ int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
                    const struct tlm_jval *vals, json_t *partial, tlm_time_t ts,
                    tlm_time_t wm, struct tlm_buf *out, long *rows, struct tlm_error *err)
 {
+    return tlm_window_add_hinted(w, NULL, keys, vals, partial, ts, wm, out, rows, err);
+}
+
+int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hint,
+                          const struct tlm_jval *keys, const struct tlm_jval *vals,
+                          json_t *partial, tlm_time_t ts, tlm_time_t wm, struct tlm_buf *out,
+                          long *rows, struct tlm_error *err)
+{
     struct wkey *k;
     int rc, kept = 0;
-    if (render_key(w, keys))
-        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-    k = get_key(w, w->tmp.data, w->tmp.len);
+    if (hint && hint->len) {
+        k = get_key_hashed(w, hint->text, hint->len, hint->hash);
+    } else {
+        if (render_key(w, keys))
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        k = get_key(w, w->tmp.data, w->tmp.len);
+    }
     if (!k)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (w->o.kind == TLM_WIN_SESSION)

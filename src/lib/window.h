@@ -72,9 +72,16 @@ void tlm_window_set_unit(struct tlm_window *w, enum tlm_time_unit unit);
  * tlm_aggs_add. Rows due at once (a revision of a fired window) are appended to out and
  * counted in *rows. Returns 0 when added, 1 when the event is late (in no window that is
  * still kept), or a negative code with err filled. */
+struct tlm_window_hint;
 int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
                    const struct tlm_jval *vals, json_t *partial, tlm_time_t ts,
                    tlm_time_t wm, struct tlm_buf *out, long *rows, struct tlm_error *err);
+/* The same, for an event whose read-ahead passes (below) were made with hint: the key
+ * text and hash rendered in pass 0 are used instead of rendering and hashing again. */
+int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hint,
+                          const struct tlm_jval *keys, const struct tlm_jval *vals,
+                          json_t *partial, tlm_time_t ts, tlm_time_t wm, struct tlm_buf *out,
+                          long *rows, struct tlm_error *err);
 
 /* Read-ahead hint for an event that tlm_window_add will get soon (keys as for
  * tlm_window_add): call with pass 0 to TLM_WINDOW_PREFETCH_PASSES - 1 in turn, other
@@ -86,6 +93,8 @@ int tlm_window_add(struct tlm_window *w, const struct tlm_jval *keys,
 struct tlm_window_hint {
     uint64_t hash;
     const void *p;
+    uint32_t len;  /* length of the key text in text, 0 when pass 0 did not keep it */
+    char text[52]; /* the rendered key (a longer one is not kept) */
 };
 #define TLM_WINDOW_PREFETCH_PASSES 4
 void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int pass,
