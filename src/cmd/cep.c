@@ -1158,6 +1158,7 @@ int cmd_cep(int argc, char **argv)
     if (c.key_field && (!c.rs || c.active)) {
         ops.prefetch = prefetch;
         ops.prefetch_passes = TLM_CEP_PREFETCH_PASSES;
+        ops.batch = 32; /* 3-5 % less CPU than 16 with 100 k keys */
     }
     ops.on_watermark = on_watermark;
     ops.on_end = on_end;

@@ -6,7 +6,7 @@
  * events passed through. Nothing here builds a jansson DOM per event.
  *
  * Read-ahead (stages with ops->prefetch, reading files or stdin without convert): the
- * loop copies up to STAGE_BATCH lines the reader already has (the first one may be
+ * loop copies up to ops->batch lines the reader already has (the first one may be
  * waited for as usual; the others are taken only when they need no waiting, so a live
  * pipe still sees each line handled at once), scans them all, lets the stage prefetch
  * the memory each event will touch, then handles them strictly in order exactly as
@@ -88,7 +88,8 @@ struct stage {
     int batching;                    /* read-ahead batches (ops->prefetch) */
     struct tlm_buf bbuf;             /* the batch's lines */
     struct bline blines[STAGE_BATCH];
-    struct tlm_jval *bvals;          /* STAGE_BATCH * npaths scanned values */
+    size_t batch;                    /* lines per read-ahead batch (ops->batch) */
+    struct tlm_jval *bvals;          /* batch * npaths scanned values */
     const struct bline *bcur;        /* the batch line being handled, or NULL */
     struct tlm_error plerr;          /* scratch for read-ahead scans */
     int restored;
@@ -1202,7 +1203,7 @@ static int run_batch(struct stage *st, const char *line, size_t len, int *eof, l
         b->prefetched = 0;
         if (tlm_buf_append(&st->bbuf, line, len) || tlm_buf_putc(&st->bbuf, '\0'))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-        if (n == STAGE_BATCH || got_stop || got_reload)
+        if (n == st->batch || got_stop || got_reload)
             break;
         /* only what is there already: timeout 0 never waits for a live input */
         rrc = tlm_reader_next(st->in, &line, &len, 0, &rerr);
@@ -1350,8 +1351,9 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     }
 #endif
     st.batching = ops->prefetch && !st.src && !ops->convert;
+    st.batch = ops->batch > 0 && ops->batch <= STAGE_BATCH ? (size_t)ops->batch : 16;
     if (st.batching &&
-        !(st.bvals = calloc(STAGE_BATCH * (st.npaths ? st.npaths : 1), sizeof(*st.bvals)))) {
+        !(st.bvals = calloc(st.batch * (st.npaths ? st.npaths : 1), sizeof(*st.bvals)))) {
         rc = tlm_error_set(&err, TLM_ENOMEM, "out of memory");
         goto fail;
     }

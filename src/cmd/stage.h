@@ -43,8 +43,9 @@ struct stage;
  * Never read it: the stage empties it. -1 if no pipe could be made. */
 int stage_wake_fd(void);
 
-/* Most lines read ahead and scanned before they are processed (see stage_ops.prefetch). */
-#define STAGE_BATCH 16
+/* Most lines read ahead and scanned before they are processed (see stage_ops.prefetch
+ * and stage_ops.batch); the default batch is 16. */
+#define STAGE_BATCH 64
 
 /* A line source other than files and stdin (ingest --listen). Its lines are live: the
  * input position is not recorded in snapshots and nothing is resumed. */
@@ -94,7 +95,7 @@ struct stage_ops {
     int (*convert_end)(void *ctx, struct stage *st, struct tlm_buf *out, struct tlm_error *err);
 
     /* Optional read-ahead hint (a speed-up only; it must not change any result). When
-     * set, the loop reads up to STAGE_BATCH lines that are already buffered (never
+     * set, the loop reads up to batch lines that are already buffered (never
      * waiting for more input), scans them, calls prefetch for each event line of the
      * batch in prefetch_passes rounds (pass 0, 1, ...; slot is the line's index in the
      * batch, < STAGE_BATCH), and only then hands the lines to on_event one by one, in
@@ -102,6 +103,9 @@ struct stage_ops {
      * the stage's state and issue prefetches. May be NULL. */
     void (*prefetch)(void *ctx, const struct stage_event *ev, size_t slot, int pass);
     int prefetch_passes;
+    /* Lines per read-ahead batch, 1 .. STAGE_BATCH (0: 16). Longer batches give the
+     * prefetches more time to land, and cost cache room for the batch's own lines. */
+    int batch;
     /* One event. Return 0; or 1 after stage_reject() to count it as rejected; or a
      * negative code with err filled to stop with an error. */
     int (*on_event)(void *ctx, struct stage *st, const struct stage_event *ev,
