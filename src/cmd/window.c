@@ -97,6 +97,8 @@ struct wctx {
     struct tlm_window *win;
     struct tlm_writer *late;
     struct tlm_window_hint hints[STAGE_BATCH]; /* read-ahead, per batch line */
+    struct stage *st;                /* the stage of the callback running (for drain) */
+    struct tlm_error drain_err;      /* why drain failed */
     /* fields read from each event: keys, then aggregate paths, then filter paths */
     struct tlm_path *paths;
     size_t npaths, nagg_paths, nwhere_paths;
@@ -377,6 +379,25 @@ static int write_late(struct wctx *c, struct stage *st, const struct stage_event
     return tlm_writer_line(c->late, ev->line, ev->len, err);
 }
 
+/* The engine's drain: writes out the rows it has made so far (a watermark or the end
+ * may fire a million windows at once). */
+static int drain(void *arg)
+{
+    struct wctx *c = arg;
+    return tlm_writer_flush(stage_out(c->st), &c->drain_err);
+}
+
+/* An engine call failed with rc: a failed drain's reason replaces the engine's. */
+static int engine_failed(struct wctx *c, int rc, struct tlm_error *err)
+{
+    if (c->drain_err.code) {
+        *err = c->drain_err;
+        rc = c->drain_err.code;
+        tlm_error_clear(&c->drain_err);
+    }
+    return rc;
+}
+
 static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
                     struct tlm_error *err)
 {
@@ -447,12 +468,15 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     }
     tlm_window_set_unit(c->win, stage_time_unit(st));
     int slot = stage_prefetched_slot(st);
+    c->st = st;
     rc = tlm_window_add_hinted(c->win, slot >= 0 && !c->key_partial ? &c->hints[slot] : NULL,
                                keys, ev->vals + c->nkey_fields, partial, ev->ts,
                                stage_watermark(st), &w->buf, &rows, err);
     json_decref(partial);
     if (rc == 1)
         return write_late(c, st, ev, err);
+    if (rc < 0)
+        rc = engine_failed(c, rc, err);
     if (rc == TLM_ETYPE || rc == TLM_EPARSE || rc == TLM_ERANGE)
         return stage_reject(st, "--agg: %s", err->text);
     if (rc < 0)
@@ -481,9 +505,10 @@ static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_e
     long rows = 0;
     int rc;
     tlm_window_set_unit(c->win, stage_time_unit(st));
+    c->st = st;
     rc = tlm_window_advance(c->win, wm, &stage_out(st)->buf, &rows, err);
     if (rc)
-        return rc;
+        return engine_failed(c, rc, err);
     return rows ? stage_rows(st, rows, err) : 0;
 }
 
@@ -493,9 +518,10 @@ static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
     long rows = 0;
     int rc;
     tlm_window_set_unit(c->win, stage_time_unit(st));
+    c->st = st;
     rc = tlm_window_finish(c->win, &stage_out(st)->buf, &rows, err);
     if (rc)
-        return rc;
+        return engine_failed(c, rc, err);
     return rows ? stage_rows(st, rows, err) : 0;
 }
 
@@ -551,7 +577,10 @@ static int load(void *ctx, json_t *rec, struct tlm_error *err)
 static void *part_new(void *ctx)
 {
     struct wctx *c = ctx;
-    return tlm_window_create(&c->wo, c->aggs, NULL);
+    struct tlm_window *w = tlm_window_create(&c->wo, c->aggs, NULL);
+    if (w)
+        tlm_window_set_drain(w, drain, c);
+    return w;
 }
 
 static void *part_swap(void *ctx, void *part)
@@ -631,6 +660,7 @@ int cmd_window(int argc, char **argv)
         cli_usage_error("--where: column %ld: %s", err.column, err.text);
     if (!(c.win = tlm_window_create(&c.wo, c.aggs, &err)))
         cli_usage_error("%s", err.text);
+    tlm_window_set_drain(c.win, drain, &c);
     build_paths(&c);
 
     memset(&ops, 0, sizeof(ops));

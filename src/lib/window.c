@@ -81,6 +81,8 @@ typedef uint64_t slot_t;
 
 struct tlm_window {
     struct tlm_window_opts o;
+    int (*drain)(void *arg); /* tlm_window_set_drain */
+    void *drain_arg;
     const struct tlm_aggs *aggs;
     size_t state_size;
     enum tlm_time_unit unit;
@@ -253,6 +255,12 @@ void tlm_window_destroy(struct tlm_window *w)
     free(w->tab);
     tlm_buf_free(&w->tmp);
     free(w);
+}
+
+void tlm_window_set_drain(struct tlm_window *w, int (*drain)(void *arg), void *arg)
+{
+    w->drain = drain;
+    w->drain_arg = arg;
 }
 
 void tlm_window_set_unit(struct tlm_window *w, enum tlm_time_unit unit)
@@ -471,7 +479,10 @@ static int put_row(struct tlm_window *w, struct wkey *k, int64_t start, int64_t 
     if (revision > 0)
         w->revisions++;
     w->fired++;
-    return rc ? TLM_ENOMEM : 0;
+    if (rc)
+        return TLM_ENOMEM;
+    /* a watermark may fire a million rows: write them as they come */
+    return w->drain && out->len >= TLM_WINDOW_DRAIN_BYTES ? w->drain(w->drain_arg) : 0;
 }
 
 static int emit_win(struct tlm_window *w, struct win *x, int final, struct tlm_buf *out,

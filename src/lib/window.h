@@ -64,6 +64,14 @@ struct tlm_window *tlm_window_create(const struct tlm_window_opts *o, const stru
                                      struct tlm_error *err);
 void tlm_window_destroy(struct tlm_window *w);
 
+/* Rows go to the out buffer of the call that makes them. With a drain, each time that
+ * buffer holds TLM_WINDOW_DRAIN_BYTES or more after a row, drain(arg) is called to write
+ * it out (and empty it), so that firing many windows at once does not hold all their
+ * rows in memory. drain returns 0 or a negative code, which the engine call returns
+ * (with err saying "out of memory": the caller keeps the real reason). */
+#define TLM_WINDOW_DRAIN_BYTES (1u << 20)
+void tlm_window_set_drain(struct tlm_window *w, int (*drain)(void *arg), void *arg);
+
 /* The unit window_start and window_end are written in (default ms). */
 void tlm_window_set_unit(struct tlm_window *w, enum tlm_time_unit unit);
 
