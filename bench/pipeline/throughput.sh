@@ -52,7 +52,6 @@ TELEM=$(realpath "${1:-telem}")
 N=${2:-5000000}
 CPUS=${3:-all}
 RUNS=${RUNS:-3}
-here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/telem-pipe.XXXXXX")
 PROM_PID=
 cleanup() {
