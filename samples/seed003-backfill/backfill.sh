@@ -1,18 +1,19 @@
 #!/bin/sh
 # samples/seed003-backfill/backfill.sh - seed 003's counter job as a cron job: each run
 # takes the oldest archive segment not yet processed, joins its impressions with their
-# actions, counts both per segment and hour, and appends the finished counts; the state
-# of the counting stages (the hourly windows still open) is carried to the next run in
-# snapshots (--state), so running it once per segment gives what one run over the whole
-# archive gives. A segment is processed once the next one exists: its actions complete
-# the joins of the segment's last impressions.
+# actions, counts both per segment and hour, and appends the finished counts. Each run
+# reads only its own segment: the state of every stage (the join's impressions and
+# actions still waiting for a partner, the hourly windows still open) is carried to the
+# next run in snapshots (--state), so running it once per segment gives what one run over
+# the whole archive gives.
 #
 # usage: backfill.sh [--live] [--drain] <archive-dir> <work-dir>
 #   --live    leave the newest segment alone (the collector may still be writing it)
-#   --drain   the input is complete: end time after this run (fire the last windows)
+#   --drain   the input is complete: end time after this run (the join's last waiting
+#             impressions leave, the last windows fire)
 # Writes <work-dir>/impressions.ndjson, actions.ndjson (counts, appended),
 # flat.ndjson (the joined impression-action pairs, appended), done (segments processed)
-# and the windows' snapshots *.snap. Exit 0 with nothing done when no segment is waiting.
+# and the stages' snapshots *.snap. Exit 0 with nothing done when no segment is waiting.
 set -eu
 TELEM=${TELEM:-telem}
 live=false drain=
@@ -33,35 +34,32 @@ touch "$work/done"
 exec 9> "$work/.lock"
 command -v flock > /dev/null && ! flock -n 9 && { echo "backfill.sh: another run is in progress" >&2; exit 1; }
 
-# the oldest segment not done yet (segment names sort in arrival order) and the one after
-# it, which holds the rest of the actions of this segment's last impressions
+# the oldest segment not done yet (segment names sort in arrival order)
 segs=$(ls "$archive" | grep '^raw-.*\.zst$' | sort) || true
 $live && segs=$(printf '%s\n' "$segs" | sed '$d')
-seg= next=
+seg=
 for s in $segs; do
-    if [ -n "$seg" ]; then next=$s; break; fi
-    grep -qxF "$s" "$work/done" || seg=$s
+    grep -qxF "$s" "$work/done" || { seg=$s; break; }
 done
-# nothing to do, or the next segment is not there yet (unless the input is complete)
-if [ -z "$drain" ] && { [ -z "$seg" ] || [ -z "$next" ]; }; then exit 0; fi
+# nothing to do (unless the input is complete: then end time)
+if [ -z "$seg" ] && [ -z "$drain" ]; then exit 0; fi
 
-# this run's input, at a fixed path
+# this run's input, at fixed paths (a snapshot's input is known by its name and first
+# bytes: a new segment under the same name is read whole)
 tmp=$work/run
 rm -rf "$tmp"
 mkdir "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 : > "$tmp/raw.ndjson"
-: > "$tmp/next.ndjson"
 if [ -n "$seg" ]; then "$TELEM" ingest --strict "$archive/$seg" > "$tmp/raw.ndjson"; fi
-if [ -n "$next" ]; then "$TELEM" ingest --strict "$archive/$next" > "$tmp/next.ndjson"; fi
 grep '"type":"impression"' "$tmp/raw.ndjson" > "$tmp/imp.ndjson" || true
-cat "$tmp/raw.ndjson" "$tmp/next.ndjson" | grep '"type":"action"' > "$tmp/act.ndjson" || true
+grep '"type":"action"' "$tmp/raw.ndjson" > "$tmp/act.ndjson" || true
 
 # the flat output job: an impression and an action of it within 10 minutes make a pair.
-# This segment's impressions find all their actions in this segment and the next
-# (segments are hours, the join 10 minutes), so the join needs no state across runs
+# An impression of the hour's last 10 minutes waits in the join's snapshot for its
+# actions, which come with the next segment
 "$TELEM" enrich --join "$tmp/act.ndjson" --on impressionId --within 10m --prefix action_ \
-    --time-unit s "$tmp/imp.ndjson" > "$tmp/flat.ndjson"
+    --time-unit s --state "$work/join.snap" $drain "$tmp/imp.ndjson" > "$tmp/flat.ndjson"
 # the counter job: impressions, and actions by type, per segment and hour
 "$TELEM" window --tumble 1h --key segment --agg 'count as impressions' --time-unit s \
     --no-watermarks --state "$work/impressions.snap" $drain "$tmp/imp.ndjson" > "$tmp/ci.ndjson"
