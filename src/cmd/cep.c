@@ -29,8 +29,12 @@
 #include "cep.h"
 #include "cli.h"
 #include "cmd.h"
+#include "config.h"
 #include "expr.h"
 #include "jwrite.h"
+#ifdef HAVE_KAFKA
+#include "kafka.h"
+#endif
 #include "rules.h"
 #include "stage.h"
 
@@ -587,10 +591,28 @@ static char **history_files(struct cctx *c, size_t *n)
     return v;
 }
 
+#ifdef HAVE_KAFKA
+/* A replay into a Kafka partition's engine counts the keys of that partition only. */
+struct keyfilter {
+    int32_t partition, count;
+};
+
+static int keep_key(void *arg, const char *key, size_t n)
+{
+    const struct keyfilter *f = arg;
+    return tlm_kafka_key_partition(key, n, f->count) == f->partition;
+}
+#endif
+
 /* Replays --history into threshold rule id: archived events with a time <= until. */
 static int replay(struct cctx *c, struct stage *st, const char *id, tlm_time_t until,
                   struct tlm_error *err)
 {
+#ifdef HAVE_KAFKA
+    struct keyfilter kf;
+    if (stage_kafka_partition(st, &kf.partition, &kf.count))
+        tlm_rules_set_replay_filter(c->e->rs, keep_key, &kf);
+#endif
     size_t n;
     char **files = history_files(c, &n);
     struct tlm_rules_replay_info info;
@@ -599,6 +621,7 @@ static int replay(struct cctx *c, struct stage *st, const char *id, tlm_time_t u
     memset(&info, 0, sizeof(info));
     int rc = tlm_rules_replay(c->e->rs, id, (const char *const *)files, n, until,
                               &stage_out(st)->buf, &info, &e);
+    tlm_rules_set_replay_filter(c->e->rs, NULL, NULL);
     for (size_t i = 0; i < n; i++)
         free(files[i]);
     free(files);

@@ -227,6 +227,21 @@ int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error 
     return tlm_writer_line(st->out, ev->line, ev->len, err);
 }
 
+int stage_kafka_partition(const struct stage *st, int32_t *partition, int32_t *count)
+{
+#ifdef HAVE_KAFKA
+    if (st->kin && st->ops->part_swap && st->kcur >= 0) {
+        *partition = st->kcur;
+        *count = tlm_kafka_in_partitions(st->kin);
+        return 1;
+    }
+#endif
+    (void)st;
+    (void)partition;
+    (void)count;
+    return 0;
+}
+
 tlm_time_t stage_watermark(const struct stage *st)
 {
     return st->wm.wm;
