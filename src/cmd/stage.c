@@ -477,6 +477,23 @@ static json_t *stage_shape(struct stage *st)
 static int k_save_parts(struct stage *st, int final, struct tlm_error *err);
 #endif
 
+/* The size and identity of the file outputs (-o, --reject), for a restart to cut them back
+ * to (new reference, or NULL). */
+static json_t *outputs_json(struct stage *st)
+{
+    json_t *outs = json_object();
+    struct tlm_writer *ws[2] = { st->out, st->rej };
+    const char *names[2] = { "output", "reject" };
+    for (int i = 0; i < 2 && outs; i++) {
+        struct stat sb;
+        if (ws[i] && ws[i]->is_file && fstat(ws[i]->fd, &sb) == 0)
+            json_object_set_new(outs, names[i],
+                                json_pack("{sIsIsI}", "size", (json_int_t)sb.st_size, "dev",
+                                          (json_int_t)sb.st_dev, "ino", (json_int_t)sb.st_ino));
+    }
+    return outs;
+}
+
 /* final: the snapshot written as the run ends cleanly (end of input, SIGINT, SIGTERM);
  * nothing is written after it, so a restart from it has no output to take back. */
 static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
@@ -514,17 +531,7 @@ static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
     /* the size of file outputs: a restart cuts them back to it, so that what was
      * written after this snapshot (and is written again) is not there twice */
     {
-        json_t *outs = json_object();
-        struct tlm_writer *ws[2] = { st->out, st->rej };
-        const char *names[2] = { "output", "reject" };
-        for (int i = 0; i < 2 && outs; i++) {
-            struct stat sb;
-            if (ws[i] && ws[i]->is_file && fstat(ws[i]->fd, &sb) == 0)
-                json_object_set_new(outs, names[i],
-                                    json_pack("{sIsIsI}", "size", (json_int_t)sb.st_size, "dev",
-                                              (json_int_t)sb.st_dev, "ino",
-                                              (json_int_t)sb.st_ino));
-        }
+        json_t *outs = outputs_json(st);
         if (outs)
             json_object_set_new(h, "outputs", outs);
         json_object_set_new(h, "final", json_boolean(final));
@@ -664,7 +671,7 @@ static void k_path(const struct stage *st, int32_t p, char *path, size_t n)
 
 /* Writes partition p's snapshot (the output before it is already synced), then
  * commits its offset to the group. */
-static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error *err)
+static int k_save_part(struct stage *st, int32_t p, int final, int commit, struct tlm_error *err)
 {
     struct kpart *kp = &st->kp[p];
     const struct tlm_wm *wm = k_wm(st, p);
@@ -684,6 +691,11 @@ static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error 
                   tlm_time_unit_name(st->unit_seen), "final", final);
     if (!h)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    {
+        json_t *outs = outputs_json(st);
+        if (outs)
+            json_object_set_new(h, "outputs", outs);
+    }
     w = tlm_snap_create(path, h, err);
     json_decref(h);
     if (!w)
@@ -700,7 +712,7 @@ static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error 
     }
     if ((rc = tlm_snap_commit(w, err)))
         return rc;
-    if (kp->next >= 0 && (rc = tlm_kafka_in_commit(st->kin, p, kp->next, err)))
+    if (commit && kp->next >= 0 && (rc = tlm_kafka_in_commit(st->kin, p, kp->next, err)))
         return rc;
     return 0;
 }
@@ -709,7 +721,7 @@ static int k_save_parts(struct stage *st, int final, struct tlm_error *err)
 {
     int rc;
     for (int32_t p = 0; p < st->nkp; p++)
-        if (st->kp[p].live && (rc = k_save_part(st, p, final, err)))
+        if (st->kp[p].live && (rc = k_save_part(st, p, final, 1, err)))
             return rc;
     if (st->ops->part_swap)
         st->checkpoints++;
@@ -791,6 +803,15 @@ static int k_assigned(void *arg, int32_t p, int64_t *offset, struct tlm_error *e
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (st->c->state && (rc = k_load_part(st, p, err)))
         return rc;
+    /* at once a snapshot of it that names the output files as they are (all output so far
+     * is synced: it came from partitions revoked before): a copy killed before its first
+     * checkpoint cuts them back to here */
+    if (st->c->state && st->out &&
+        ((rc = tlm_writer_sync(st->out, err)) ||
+         (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
+         (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
+         (rc = k_save_part(st, p, 0, 0, err))))
+        return rc;
     *offset = kp->next;
     return 0;
 }
@@ -805,7 +826,7 @@ static int k_revoked(void *arg, int32_t p, struct tlm_error *err)
         if ((rc = tlm_writer_sync(st->out, err)) ||
             (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
             (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
-            (rc = k_save_part(st, p, 0, err)))
+            (rc = k_save_part(st, p, 0, 1, err)))
             return rc;
     }
     if (st->kcur == p)
@@ -955,6 +976,54 @@ static int k_end(struct stage *st, struct tlm_error *err)
             continue;
         k_switch(st, p);
         if (st->ops->on_end && (rc = st->ops->on_end(st->ops->ctx, st, err)))
+            return rc;
+    }
+    return 0;
+}
+
+static int cut_back(struct tlm_writer *w, json_t *rec, struct tlm_error *err);
+
+/* A copy reading Kafka with --state and file outputs: cuts each output back to the largest
+ * size any partition's snapshot recorded for that very file (same device and inode), unless
+ * that snapshot was the last of a clean exit. A copy snapshots all its partitions at the
+ * same points (checkpoints, eager rebalances, exit), so the rows after that size all come
+ * after the snapshot of their partition, and are written again by whichever copy resumes
+ * the partition from it: the file then holds each row once (exactly-once per file). */
+static int k_cut_outputs(struct stage *st, struct tlm_error *err)
+{
+    struct tlm_writer *ws[2] = { st->out, st->rej };
+    const char *names[2] = { "output", "reject" };
+    int32_t n = tlm_kafka_in_partitions(st->kin);
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        json_t *best = NULL;
+        int best_final = 0, rc;
+        if (!ws[i] || !ws[i]->is_file || fstat(ws[i]->fd, &sb) != 0)
+            continue;
+        for (int32_t p = 0; p < n; p++) {
+            char path[4200];
+            json_t *h = NULL, *o;
+            json_int_t size, dev, ino;
+            struct tlm_error e;
+            struct tlm_snap_reader *r;
+            tlm_error_clear(&e);
+            k_path(st, p, path, sizeof(path));
+            if (!(r = tlm_snap_open(path, &h, &e)))
+                continue;
+            tlm_snap_close(r);
+            o = json_object_get(json_object_get(h, "outputs"), names[i]);
+            if (o && !json_unpack(o, "{sIsIsI}", "size", &size, "dev", &dev, "ino", &ino) &&
+                dev == (json_int_t)sb.st_dev && ino == (json_int_t)sb.st_ino &&
+                (!best || size > json_integer_value(json_object_get(best, "size")))) {
+                json_decref(best);
+                best = json_incref(o);
+                best_final = json_is_true(json_object_get(h, "final"));
+            }
+            json_decref(h);
+        }
+        rc = best && !best_final ? cut_back(ws[i], best, err) : 0;
+        json_decref(best);
+        if (rc)
             return rc;
     }
     return 0;
@@ -1393,6 +1462,10 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     if (st.restored && ((rc = cut_back(st.out, json_object_get(st.outputs, "output"), &err)) ||
                         (rc = cut_back(st.rej, json_object_get(st.outputs, "reject"), &err))))
         goto fail;
+#ifdef HAVE_KAFKA
+    if (st.kin && c->state && (rc = k_cut_outputs(&st, &err)))
+        goto fail;
+#endif
     /* a first snapshot before any output, so that even a run killed before its first
      * checkpoint restarts cleanly */
     if (c->state && !st.restored && (rc = save_snapshot(&st, 0, &err)))
