@@ -669,6 +669,42 @@ static void k_path(const struct stage *st, int32_t p, char *path, size_t n)
     snprintf(path, n, "%s.p%d", st->c->state, (int)p);
 }
 
+/* The mark of a file output of a copy reading Kafka: <state>.out-DEV-INO, a header-only
+ * snapshot holding the file's size when the copy last snapshotted its partitions. */
+static void k_mark_path(const struct stage *st, const struct stat *sb, char *path, size_t n)
+{
+    snprintf(path, n, "%s.out-%lld-%lld", st->c->state, (long long)sb->st_dev,
+             (long long)sb->st_ino);
+}
+
+/* Writes the marks of the file outputs (already synced), just before the snapshots of
+ * the partitions: a restart cuts each file back to its mark. */
+static int k_mark_outputs(struct stage *st, int final, struct tlm_error *err)
+{
+    struct tlm_writer *ws[2] = { st->out, st->rej };
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        char path[4200];
+        struct tlm_snap_writer *w;
+        json_t *h;
+        if (!ws[i] || !ws[i]->is_file || fstat(ws[i]->fd, &sb) != 0)
+            continue;
+        k_mark_path(st, &sb, path, sizeof(path));
+        h = json_pack("{sss{sIsIsIss}sb}", "command", st->ops->name, "output", "size",
+                      (json_int_t)sb.st_size, "dev", (json_int_t)sb.st_dev, "ino",
+                      (json_int_t)sb.st_ino, "name", ws[i]->name, "final", final);
+        if (!h)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        w = tlm_snap_create(path, h, err);
+        json_decref(h);
+        if (!w)
+            return err ? err->code : TLM_EIO;
+        if (tlm_snap_commit(w, err))
+            return err->code;
+    }
+    return 0;
+}
+
 /* Writes partition p's snapshot (the output before it is already synced), then
  * commits its offset to the group. */
 static int k_save_part(struct stage *st, int32_t p, int final, int commit, struct tlm_error *err)
@@ -720,6 +756,8 @@ static int k_save_part(struct stage *st, int32_t p, int final, int commit, struc
 static int k_save_parts(struct stage *st, int final, struct tlm_error *err)
 {
     int rc;
+    if ((rc = k_mark_outputs(st, final, err)))
+        return rc;
     for (int32_t p = 0; p < st->nkp; p++)
         if (st->kp[p].live && (rc = k_save_part(st, p, final, 1, err)))
             return rc;
@@ -810,7 +848,7 @@ static int k_assigned(void *arg, int32_t p, int64_t *offset, struct tlm_error *e
         ((rc = tlm_writer_sync(st->out, err)) ||
          (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
          (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
-         (rc = k_save_part(st, p, 0, 0, err))))
+         (rc = k_mark_outputs(st, 0, err)) || (rc = k_save_part(st, p, 0, 0, err))))
         return rc;
     *offset = kp->next;
     return 0;
@@ -826,7 +864,7 @@ static int k_revoked(void *arg, int32_t p, struct tlm_error *err)
         if ((rc = tlm_writer_sync(st->out, err)) ||
             (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
             (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
-            (rc = k_save_part(st, p, 0, 1, err)))
+            (rc = k_mark_outputs(st, 0, err)) || (rc = k_save_part(st, p, 0, 1, err)))
             return rc;
     }
     if (st->kcur == p)
@@ -983,46 +1021,37 @@ static int k_end(struct stage *st, struct tlm_error *err)
 
 static int cut_back(struct tlm_writer *w, json_t *rec, struct tlm_error *err);
 
-/* A copy reading Kafka with --state and file outputs: cuts each output back to the largest
- * size any partition's snapshot recorded for that very file (same device and inode), unless
- * that snapshot was the last of a clean exit. A copy snapshots all its partitions at the
- * same points (checkpoints, eager rebalances, exit), so the rows after that size all come
- * after the snapshot of their partition, and are written again by whichever copy resumes
- * the partition from it: the file then holds each row once (exactly-once per file). */
+/* A copy reading Kafka with --state and file outputs: cuts each output back to its mark
+ * (k_mark_outputs), the size it had when the copy last snapshotted its partitions, unless
+ * that was at a clean exit. A copy snapshots all its partitions at the same points
+ * (assignment, checkpoints, eager rebalances, exit), so every row after the mark was
+ * written after the snapshot of its partition and is written again by whichever copy
+ * resumes the partition from that snapshot (this one or another): each row is in one
+ * file once. */
 static int k_cut_outputs(struct stage *st, struct tlm_error *err)
 {
     struct tlm_writer *ws[2] = { st->out, st->rej };
-    const char *names[2] = { "output", "reject" };
-    int32_t n = tlm_kafka_in_partitions(st->kin);
     for (int i = 0; i < 2; i++) {
         struct stat sb;
-        json_t *best = NULL;
-        int best_final = 0, rc;
+        char path[4200];
+        json_t *h = NULL;
+        struct tlm_error e;
+        struct tlm_snap_reader *r;
+        int rc;
         if (!ws[i] || !ws[i]->is_file || fstat(ws[i]->fd, &sb) != 0)
             continue;
-        for (int32_t p = 0; p < n; p++) {
-            char path[4200];
-            json_t *h = NULL, *o;
-            json_int_t size, dev, ino;
-            struct tlm_error e;
-            struct tlm_snap_reader *r;
-            tlm_error_clear(&e);
-            k_path(st, p, path, sizeof(path));
-            if (!(r = tlm_snap_open(path, &h, &e)))
+        tlm_error_clear(&e);
+        k_mark_path(st, &sb, path, sizeof(path));
+        if (!(r = tlm_snap_open(path, &h, &e))) {
+            if (e.code == TLM_ENOTFOUND)
                 continue;
-            tlm_snap_close(r);
-            o = json_object_get(json_object_get(h, "outputs"), names[i]);
-            if (o && !json_unpack(o, "{sIsIsI}", "size", &size, "dev", &dev, "ino", &ino) &&
-                dev == (json_int_t)sb.st_dev && ino == (json_int_t)sb.st_ino &&
-                (!best || size > json_integer_value(json_object_get(best, "size")))) {
-                json_decref(best);
-                best = json_incref(o);
-                best_final = json_is_true(json_object_get(h, "final"));
-            }
-            json_decref(h);
+            *err = e;
+            return e.code;
         }
-        rc = best && !best_final ? cut_back(ws[i], best, err) : 0;
-        json_decref(best);
+        tlm_snap_close(r);
+        rc = json_is_true(json_object_get(h, "final"))
+                 ? 0 : cut_back(ws[i], json_object_get(h, "output"), err);
+        json_decref(h);
         if (rc)
             return rc;
     }

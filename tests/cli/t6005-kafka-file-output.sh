@@ -5,7 +5,7 @@
 # run (no row twice, none lost). Back-pressure: a copy whose output pipe is not read
 # stops taking messages (it sits in write(2), its snapshots stay behind) and, once the
 # pipe is read again, writes everything exactly once.
-KAFKA_TOPICS="fo1:4 bp1:4"
+KAFKA_TOPICS="fo1:4 fo2:4 bp1:4"
 . "$top_srcdir/tests/cli/kafka-lib.sh"
 
 W="window --key deviceId --tumble 10s --agg count,max(temperature) --no-watermarks"
@@ -24,6 +24,7 @@ test_expect_success 'setup: events, the rows of one uninterrupted run' '
     "$TELEM" gen -n 40000 --devices 16 --rate 100 > ev.ndjson &&
     "$TELEM" $W -i ev.ndjson | sort > want &&
     "$TELEM" ingest -i ev.ndjson -o "kafka://$BOOT/fo1?key=deviceId" &&
+    "$TELEM" ingest -i ev.ndjson -o "kafka://$BOOT/fo2?key=deviceId" &&
     "$TELEM" ingest -i ev.ndjson -o "kafka://$BOOT/bp1?key=deviceId"
 '
 
@@ -39,6 +40,30 @@ test_expect_success 'file output: killed before its first checkpoint, restarted:
         -i "kafka://$BOOT/fo1?group=g1&eof=1&$KOPT" 2> b.err &&
     sort out.ndjson > got &&
     test_cmp want got
+'
+
+test_expect_success 'two copies, one killed; its partitions move; restarted on its file: each row in one file once' '
+    mkdir st2 &&
+    "$TELEM" $W --state st2/w --checkpoint-interval 1h -o fa.ndjson \
+        -i "kafka://$BOOT/fo2?group=g3&$KOPT" 2> a.err &
+    a=$!
+    "$TELEM" $W --state st2/w --checkpoint-interval 1h -o fb.ndjson \
+        -i "kafka://$BOOT/fo2?group=g3&$KOPT" 2> b.err &
+    b=$!
+    wait_for fa.ndjson window_start 600 &&
+    kill -KILL $a && { wait $a; true; } &&
+    need=$(($(wc -l < want) - 16)) &&
+    n=0 &&
+    while [ "$(wc -l < fb.ndjson)" -lt $need ] && [ $n -lt 600 ]; do
+        n=$((n + 1)); sleep 0.1
+    done &&
+    "$TELEM" $W --state st2/w -o fa.ndjson --drain \
+        -i "kafka://$BOOT/fo2?group=g3&eof=1&$KOPT" 2> a2.err &&
+    kill -TERM $b && wait $b &&
+    "$TELEM" $W --state st2/w --drain -i "kafka://$BOOT/fo2?group=g3&eof=1&$KOPT" \
+        > fc.ndjson 2> c.err &&
+    cat fa.ndjson fb.ndjson fc.ndjson | sort > got2 &&
+    test_cmp want got2
 '
 
 test_expect_success 'back-pressure: a blocked output pipe stops the copy; nothing is lost' '
