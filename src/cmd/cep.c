@@ -29,8 +29,12 @@
 #include "cep.h"
 #include "cli.h"
 #include "cmd.h"
+#include "config.h"
 #include "expr.h"
 #include "jwrite.h"
+#ifdef HAVE_KAFKA
+#include "kafka.h"
+#endif
 #include "rules.h"
 #include "stage.h"
 
@@ -88,6 +92,37 @@ static const struct cli_cmd cep_cmd = {
     "cep", "Detect event patterns (Flink CEP) per key in event time", usage, groups,
 };
 
+/* The engines: the patterns and rules with their per-key state (partial matches, counts,
+ * queued control messages). One, or with a kafka:// input one per partition (stage.h,
+ * part_new): every engine has the same patterns and follows the same --rules file and
+ * --control stream (each at its own pace: a partition applies the control lines it has
+ * not seen yet before its next event), so the rule set is the same everywhere and only
+ * the per-key state is the partition's own. */
+struct ceng {
+    struct tlm_cep *cep;
+    struct tlm_cep_template **emit;  /* per pattern */
+    struct tlm_cep_template **temit; /* per pattern, for timeouts */
+    struct tlm_rules *rs;            /* NULL without --rules / --control */
+    struct slot {                    /* per pattern engine slot */
+        char *scope;                 /* scope key of a per-customer pattern rule */
+        int from_rule;
+    } *slots;
+    size_t nslots;
+    size_t active;                   /* patterns in the engine */
+    tlm_time_t max_ts;               /* highest event time processed (TLM_TIME_MIN: none) */
+    size_t ctl_pos;                  /* control lines of cctx.ctl_off handed to this engine */
+    long long ctl_lines;             /* control lines consumed (skipped after a restore) */
+    long long ctl_skip;
+    int reload_pending;              /* reload --rules after a restore */
+    unsigned long long rules_hash;   /* of the --rules text in force */
+    struct qline {                   /* control lines queued in lib/rules until their "at" */
+        tlm_time_t at;
+        long long line;
+    } *q;                            /* in lib/rules' order: (at, arrival) */
+    size_t nq, capq;
+    struct ceng *next;               /* list of all engines (cctx.engines) */
+};
+
 struct cctx {
     const char **pattern_src;
     size_t npattern_src;
@@ -98,9 +133,9 @@ struct cctx {
     const char *timeouts_path;
     const char *timeout_emit_src;
     const char *late_path;
-    struct tlm_cep *cep;
-    struct tlm_cep_template **emit;  /* per pattern */
-    struct tlm_cep_template **temit; /* per pattern, for timeouts */
+    struct ceng *e;                  /* the engine installed (e0 or a partition's) */
+    struct ceng e0;
+    struct ceng *engines;            /* all of them, e0 first */
     struct tlm_path *paths;          /* key (if any), then the engine's paths */
     size_t npaths;
     struct tlm_path keypath;
@@ -116,35 +151,23 @@ struct cctx {
     const char *control_path;
     const char **history;            /* --history arguments (files or directories) */
     size_t nhistory;
-    struct tlm_rules *rs;            /* NULL without --rules / --control */
+    struct tlm_rules_opts ro;        /* of every engine's rules */
     struct change {
         enum tlm_rules_change what;
         char *id;
         json_t *doc;                 /* copy, NULL for DELETED */
     } *changes;                      /* recorded by on_change, applied after the call */
     size_t nchanges, capchanges;
-    struct slot {                    /* per pattern engine slot */
-        char *scope;                 /* scope key of a per-customer pattern rule */
-        int from_rule;
-    } *slots;
-    size_t nslots;
     size_t nstatic;                  /* slots of --pattern / --pattern-file */
-    size_t active;                   /* patterns in the engine */
-    tlm_time_t max_ts;               /* highest event time processed (TLM_TIME_MIN: none) */
     int ctl_fd;                      /* -1: not open (yet) */
     int ctl_done;                    /* regular file read */
-    long long ctl_lines;             /* control lines consumed (skipped after a restore) */
-    long long ctl_skip;
-    struct tlm_buf ctl_buf;
-    int reload_pending;              /* reload --rules after a restore */
+    int ctl_fifo;                    /* a FIFO: what it delivered before a restart is gone */
+    struct tlm_buf ctl_buf;          /* a FIFO's incomplete last line */
+    struct tlm_buf ctl_all;          /* every control line read (engines catch up from it) */
+    size_t *ctl_off;                 /* start of line i in ctl_all (ctl_off[nctl]: the end) */
+    size_t nctl, capctl;
     enum tlm_time_unit time_unit;    /* --time-unit (of "at" numbers) */
-    unsigned long long rules_hash;   /* of the --rules text in force */
     long long ctl_errors, replays, replay_errors, replay_events, reloads;
-    struct qline {                   /* control lines queued in lib/rules until their "at" */
-        tlm_time_t at;
-        long long line;
-    } *q;                            /* in lib/rules' order: (at, arrival) */
-    size_t nq, capq;
 };
 
 static void handle(int key, const char *arg, void *p)
@@ -179,7 +202,7 @@ static void add_pattern(struct cctx *c, struct tlm_cep_pattern *p, const char *w
     struct tlm_error err;
     tlm_error_clear(&err);
     json_array_append_new(c->docs, tlm_cep_pattern_to_json(p));
-    if (tlm_cep_add(c->cep, p, &err))
+    if (tlm_cep_add(c->e->cep, p, &err))
         cli_usage_error("%s: %s", what, err.text);
 }
 
@@ -234,7 +257,7 @@ static void load_patterns(struct cctx *c)
 static void build_paths(struct cctx *c)
 {
     const struct tlm_path *ep;
-    size_t n = tlm_cep_paths(c->cep, &ep), k = 0;
+    size_t n = tlm_cep_paths(c->e->cep, &ep), k = 0;
     c->paths = calloc(n + 1, sizeof(*c->paths));
     if (!c->paths)
         cli_usage_error("out of memory");
@@ -313,7 +336,7 @@ static int write_default(struct cctx *c, struct tlm_buf *b, const struct tlm_cep
 static size_t pattern_index(struct cctx *c, const struct tlm_cep_pattern *p)
 {
     size_t i;
-    for (i = 0; i < tlm_cep_count(c->cep) && tlm_cep_get(c->cep, i) != p; i++)
+    for (i = 0; i < tlm_cep_count(c->e->cep) && tlm_cep_get(c->e->cep, i) != p; i++)
         ;
     return i;
 }
@@ -323,7 +346,7 @@ static int write_emit(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_ma
 {
     json_t *out = NULL;
     struct tlm_error err;
-    int rc = tlm_cep_template_eval(m->timeout ? c->temit[pi] : c->emit[pi], m, &out, &err);
+    int rc = tlm_cep_template_eval(m->timeout ? c->e->temit[pi] : c->e->emit[pi], m, &out, &err);
     if (rc == TLM_ENOMEM)
         return rc;
     if (rc < 0) {
@@ -359,7 +382,7 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
     struct cctx *c = arg;
     int rc;
     size_t pi = pattern_index(c, m->pattern);
-    if (pi < c->nslots && c->slots[pi].scope && !in_scope(c, c->slots[pi].scope, m->key, m->keylen))
+    if (pi < c->e->nslots && c->e->slots[pi].scope && !in_scope(c, c->e->slots[pi].scope, m->key, m->keylen))
         return 0;
     if (m->timeout) {
         if (!c->timeouts_path)
@@ -367,7 +390,7 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
         if (!c->timeouts &&
             (rc = tlm_writer_open(c->timeouts_path, stage_restored(c->st), &c->timeouts, err)))
             return rc;
-        if (c->temit && pi < c->nslots && c->temit[pi]) {
+        if (c->e->temit && pi < c->e->nslots && c->e->temit[pi]) {
             rc = write_emit(c, &c->timeouts->buf, m, pi);
             if (rc < 0)
                 return tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -378,7 +401,7 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
         return tlm_writer_end_line(c->timeouts, err);
     }
     struct tlm_buf *b = &stage_out(c->st)->buf;
-    if (c->emit && pi < c->nslots && c->emit[pi]) {
+    if (c->e->emit && pi < c->e->nslots && c->e->emit[pi]) {
         rc = write_emit(c, b, m, pi);
         if (rc < 0)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
@@ -394,24 +417,24 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
 
 static int grow_slots(struct cctx *c)
 {
-    size_t n = tlm_cep_count(c->cep);
-    if (n <= c->nslots)
+    size_t n = tlm_cep_count(c->e->cep);
+    if (n <= c->e->nslots)
         return 0;
-    struct slot *s = realloc(c->slots, n * sizeof(*s));
-    struct tlm_cep_template **e = s ? realloc(c->emit, n * sizeof(*e)) : NULL;
+    struct slot *s = realloc(c->e->slots, n * sizeof(*s));
+    struct tlm_cep_template **e = s ? realloc(c->e->emit, n * sizeof(*e)) : NULL;
     if (s)
-        c->slots = s;
+        c->e->slots = s;
     if (e)
-        c->emit = e;
-    struct tlm_cep_template **t = e ? realloc(c->temit, n * sizeof(*t)) : NULL;
+        c->e->emit = e;
+    struct tlm_cep_template **t = e ? realloc(c->e->temit, n * sizeof(*t)) : NULL;
     if (!t)
         return TLM_ENOMEM;
-    c->temit = t;
-    for (size_t i = c->nslots; i < n; i++) {
-        c->slots[i] = (struct slot){ .scope = NULL, .from_rule = 0 };
-        c->emit[i] = c->temit[i] = NULL;
+    c->e->temit = t;
+    for (size_t i = c->e->nslots; i < n; i++) {
+        c->e->slots[i] = (struct slot){ .scope = NULL, .from_rule = 0 };
+        c->e->emit[i] = c->e->temit[i] = NULL;
     }
-    c->nslots = n;
+    c->e->nslots = n;
     return 0;
 }
 
@@ -423,7 +446,7 @@ static int rule_pattern_check(void *arg, const char *id, const char *pattern,
     struct tlm_error e;
     tlm_error_clear(&e);
     for (size_t i = 0; i < c->nstatic; i++) {
-        const struct tlm_cep_pattern *p = tlm_cep_get(c->cep, i);
+        const struct tlm_cep_pattern *p = tlm_cep_get(c->e->cep, i);
         if (p && !strcmp(tlm_cep_pattern_id(p), id))
             return tlm_error_set(err, TLM_EINVAL, "id taken by a --pattern");
     }
@@ -452,8 +475,8 @@ static void rule_changed(void *arg, enum tlm_rules_change what, const char *id, 
 
 static long find_slot(struct cctx *c, const char *id)
 {
-    for (size_t i = c->nstatic; i < tlm_cep_count(c->cep); i++) {
-        const struct tlm_cep_pattern *p = tlm_cep_get(c->cep, i);
+    for (size_t i = c->nstatic; i < tlm_cep_count(c->e->cep); i++) {
+        const struct tlm_cep_pattern *p = tlm_cep_get(c->e->cep, i);
         if (p && !strcmp(tlm_cep_pattern_id(p), id))
             return (long)i;
     }
@@ -465,13 +488,13 @@ static void remove_pattern(struct cctx *c, const char *id)
     long i = find_slot(c, id);
     if (i < 0)
         return;
-    tlm_cep_remove(c->cep, id, NULL);
-    tlm_cep_template_destroy(c->emit[i]);
-    tlm_cep_template_destroy(c->temit[i]);
-    c->emit[i] = c->temit[i] = NULL;
-    free(c->slots[i].scope);
-    c->slots[i].scope = NULL;
-    c->active--;
+    tlm_cep_remove(c->e->cep, id, NULL);
+    tlm_cep_template_destroy(c->e->emit[i]);
+    tlm_cep_template_destroy(c->e->temit[i]);
+    c->e->emit[i] = c->e->temit[i] = NULL;
+    free(c->e->slots[i].scope);
+    c->e->slots[i].scope = NULL;
+    c->e->active--;
 }
 
 /* Compiles a pattern rule into the engine (checked by rule_pattern_check already). */
@@ -488,29 +511,29 @@ static int add_pattern_rule(struct cctx *c, const char *id, const json_t *doc,
         tlm_cep_pattern_destroy(p);
         return tlm_error_set(err, TLM_EINVAL, "rule %s: \"pattern\": %s", id, e.text);
     }
-    if (tlm_cep_add(c->cep, p, err))
+    if (tlm_cep_add(c->e->cep, p, err))
         return err->code;
     if (grow_slots(c))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-    size_t i = tlm_cep_count(c->cep) - 1;
-    c->active++;
-    c->slots[i].from_rule = 1;
+    size_t i = tlm_cep_count(c->e->cep) - 1;
+    c->e->active++;
+    c->e->slots[i].from_rule = 1;
     if (scope) {
         char *t = json_is_string(scope) ? strdup(json_string_value(scope))
                                         : json_dumps(scope, JSON_ENCODE_ANY | JSON_COMPACT);
         if (!t)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-        c->slots[i].scope = t;
+        c->e->slots[i].scope = t;
     }
     if (esrc || c->emit_src) {
-        c->emit[i] = tlm_cep_template_create(tlm_cep_get(c->cep, i), esrc ? esrc : c->emit_src, &e);
-        if (!c->emit[i])
+        c->e->emit[i] = tlm_cep_template_create(tlm_cep_get(c->e->cep, i), esrc ? esrc : c->emit_src, &e);
+        if (!c->e->emit[i])
             cli_warn("rule %s: \"emit\": column %ld: %s (matches are written whole)", id,
                      e.column, e.text);
     }
     if (c->timeout_emit_src) {
-        c->temit[i] = tlm_cep_template_create(tlm_cep_get(c->cep, i), c->timeout_emit_src, &e);
-        if (!c->temit[i])
+        c->e->temit[i] = tlm_cep_template_create(tlm_cep_get(c->e->cep, i), c->timeout_emit_src, &e);
+        if (!c->e->temit[i])
             cli_warn("rule %s: --timeout-emit: column %ld: %s", id, e.column, e.text);
     }
     return 0;
@@ -568,18 +591,37 @@ static char **history_files(struct cctx *c, size_t *n)
     return v;
 }
 
+#ifdef HAVE_KAFKA
+/* A replay into a Kafka partition's engine counts the keys of that partition only. */
+struct keyfilter {
+    int32_t partition, count;
+};
+
+static int keep_key(void *arg, const char *key, size_t n)
+{
+    const struct keyfilter *f = arg;
+    return tlm_kafka_key_partition(key, n, f->count) == f->partition;
+}
+#endif
+
 /* Replays --history into threshold rule id: archived events with a time <= until. */
 static int replay(struct cctx *c, struct stage *st, const char *id, tlm_time_t until,
                   struct tlm_error *err)
 {
+#ifdef HAVE_KAFKA
+    struct keyfilter kf;
+    if (stage_kafka_partition(st, &kf.partition, &kf.count))
+        tlm_rules_set_replay_filter(c->e->rs, keep_key, &kf);
+#endif
     size_t n;
     char **files = history_files(c, &n);
     struct tlm_rules_replay_info info;
     struct tlm_error e;
     tlm_error_clear(&e);
     memset(&info, 0, sizeof(info));
-    int rc = tlm_rules_replay(c->rs, id, (const char *const *)files, n, until,
+    int rc = tlm_rules_replay(c->e->rs, id, (const char *const *)files, n, until,
                               &stage_out(st)->buf, &info, &e);
+    tlm_rules_set_replay_filter(c->e->rs, NULL, NULL);
     for (size_t i = 0; i < n; i++)
         free(files[i]);
     free(files);
@@ -656,14 +698,14 @@ static int load_rules(struct cctx *c, int if_changed, struct tlm_error *err)
     struct tlm_buf b = TLM_BUF_INIT;
     int rc = read_all("--rules", c->rules_path, &b, err);
     unsigned long long h = rc == 0 ? fnv(b.data ? b.data : "", b.len) : 0;
-    if (rc == 0 && if_changed && h == c->rules_hash) {
+    if (rc == 0 && if_changed && h == c->e->rules_hash) {
         tlm_buf_free(&b);
         return 0;
     }
     if (rc == 0)
-        c->rules_hash = h;
+        c->e->rules_hash = h;
     if (rc == 0 &&
-        (changed = tlm_rules_reload(c->rs, b.data ? b.data : "", b.len, c->rules_path, err)) < 0)
+        (changed = tlm_rules_reload(c->e->rs, b.data ? b.data : "", b.len, c->rules_path, err)) < 0)
         rc = err->code ? err->code : TLM_EINVAL;
     tlm_buf_free(&b);
     return rc ? rc : changed;
@@ -689,20 +731,20 @@ static int queue_line(struct cctx *c, const char *line, size_t n)
     else if (json_is_string(at))
         tlm_time_parse_rfc3339(json_string_value(at), json_string_length(at), &t, NULL);
     json_decref(m);
-    if (c->nq == c->capq) {
-        size_t cap = c->capq ? 2 * c->capq : 16;
-        struct qline *v = realloc(c->q, cap * sizeof(*v));
+    if (c->e->nq == c->e->capq) {
+        size_t cap = c->e->capq ? 2 * c->e->capq : 16;
+        struct qline *v = realloc(c->e->q, cap * sizeof(*v));
         if (!v)
             return TLM_ENOMEM;
-        c->q = v;
-        c->capq = cap;
+        c->e->q = v;
+        c->e->capq = cap;
     }
-    size_t i = c->nq;
-    while (i > 0 && c->q[i - 1].at > t)
+    size_t i = c->e->nq;
+    while (i > 0 && c->e->q[i - 1].at > t)
         i--;
-    memmove(c->q + i + 1, c->q + i, (c->nq - i) * sizeof(*c->q));
-    c->q[i] = (struct qline){ .at = t, .line = c->ctl_lines };
-    c->nq++;
+    memmove(c->e->q + i + 1, c->e->q + i, (c->e->nq - i) * sizeof(*c->e->q));
+    c->e->q[i] = (struct qline){ .at = t, .line = c->e->ctl_lines };
+    c->e->nq++;
     return 0;
 }
 
@@ -712,8 +754,8 @@ static int control_line(struct cctx *c, struct stage *st, const char *line, size
 {
     struct tlm_error e;
     tlm_error_clear(&e);
-    c->ctl_lines++;
-    if (c->ctl_lines <= c->ctl_skip)
+    c->e->ctl_lines++;
+    if (!c->ctl_fifo && c->e->ctl_lines <= c->e->ctl_skip)
         return 0; /* applied before the snapshot was taken */
     while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
         n--;
@@ -722,24 +764,42 @@ static int control_line(struct cctx *c, struct stage *st, const char *line, size
         k++;
     if (k == n || line[k] == '#')
         return 0;
-    int rc = tlm_rules_control(c->rs, line, n, &e);
+    int rc = tlm_rules_control(c->e->rs, line, n, &e);
     if (rc < 0) {
         c->ctl_errors++;
-        cli_warn("%s:%lld: %s (rules unchanged)", c->control_path, c->ctl_lines, e.text);
+        cli_warn("%s:%lld: %s (rules unchanged)", c->control_path, c->e->ctl_lines, e.text);
     } else if (rc == TLM_RULES_QUEUED && queue_line(c, line, n)) {
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     }
-    return apply_changes(c, st, c->max_ts, err);
+    return apply_changes(c, st, c->e->max_ts, err);
+}
+
+/* Keeps one control line (without its newline) in the list every engine reads. */
+static int keep_line(struct cctx *c, const char *line, size_t n)
+{
+    if (c->nctl + 2 > c->capctl) {
+        size_t cap = c->capctl ? 2 * c->capctl : 64;
+        size_t *v = realloc(c->ctl_off, cap * sizeof(*v));
+        if (!v)
+            return TLM_ENOMEM;
+        c->ctl_off = v;
+        c->capctl = cap;
+    }
+    if (tlm_buf_append(&c->ctl_all, line, n) || tlm_buf_putc(&c->ctl_all, '\n'))
+        return TLM_ENOMEM;
+    c->ctl_off[0] = 0;
+    c->ctl_off[++c->nctl] = c->ctl_all.len;
+    return 0;
 }
 
 /* Reads what the control source has: a regular file once, to its end (its messages with
  * "at" wait in the rules engine's queue); a FIFO (opened read-write, so that writers may
- * come and go) whatever its writers sent, without waiting. */
+ * come and go) whatever its writers sent, without waiting. Then hands the installed
+ * engine the lines it has not seen yet (the other engines get them before their next
+ * event). */
 static int drain_control(struct cctx *c, struct stage *st, struct tlm_error *err)
 {
-    if (c->ctl_done)
-        return 0;
-    if (c->ctl_fd < 0) {
+    if (!c->ctl_done && c->ctl_fd < 0) {
         struct stat sb;
         if (stat(c->control_path, &sb))
             return tlm_error_set(err, TLM_EIO, "--control: %s: %s", c->control_path,
@@ -750,43 +810,54 @@ static int drain_control(struct cctx *c, struct stage *st, struct tlm_error *err
             for (size_t i = 0; rc == 0 && i < b.len;) {
                 const char *nl = memchr(b.data + i, '\n', b.len - i);
                 size_t e = nl ? (size_t)(nl - b.data) : b.len;
-                rc = control_line(c, st, b.data + i, e - i, err);
+                if (keep_line(c, b.data + i, e - i))
+                    rc = tlm_error_set(err, TLM_ENOMEM, "out of memory");
                 i = e + 1;
             }
             tlm_buf_free(&b);
             c->ctl_done = 1;
-            return rc;
+            if (rc)
+                return rc;
+        } else {
+            c->ctl_fifo = 1; /* what a FIFO delivered before a restart is gone */
+            c->ctl_fd = open(c->control_path,
+                             (S_ISFIFO(sb.st_mode) ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+            if (c->ctl_fd < 0)
+                return tlm_error_set(err, TLM_EIO, "--control: %s: %s", c->control_path,
+                                     strerror(errno));
         }
-        c->ctl_skip = 0; /* what a FIFO delivered before a restart is gone */
-        c->ctl_fd = open(c->control_path,
-                         (S_ISFIFO(sb.st_mode) ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
-        if (c->ctl_fd < 0)
-            return tlm_error_set(err, TLM_EIO, "--control: %s: %s", c->control_path,
-                                 strerror(errno));
     }
-    for (;;) {
-        char tmp[65536];
-        ssize_t r = read(c->ctl_fd, tmp, sizeof(tmp));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        if (tlm_buf_append(&c->ctl_buf, tmp, (size_t)r))
-            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    if (!c->ctl_done) {
+        for (;;) {
+            char tmp[65536];
+            ssize_t r = read(c->ctl_fd, tmp, sizeof(tmp));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            if (tlm_buf_append(&c->ctl_buf, tmp, (size_t)r))
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        }
+        size_t i = 0;
+        while (i < c->ctl_buf.len) {
+            const char *nl = memchr(c->ctl_buf.data + i, '\n', c->ctl_buf.len - i);
+            if (!nl)
+                break;
+            size_t e = (size_t)(nl - c->ctl_buf.data);
+            if (keep_line(c, c->ctl_buf.data + i, e - i))
+                return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+            i = e + 1;
+        }
+        if (i) {
+            memmove(c->ctl_buf.data, c->ctl_buf.data + i, c->ctl_buf.len - i);
+            c->ctl_buf.len -= i;
+        }
     }
-    size_t i = 0;
     int rc = 0;
-    while (rc == 0 && i < c->ctl_buf.len) {
-        const char *nl = memchr(c->ctl_buf.data + i, '\n', c->ctl_buf.len - i);
-        if (!nl)
-            break;
-        size_t e = (size_t)(nl - c->ctl_buf.data);
-        rc = control_line(c, st, c->ctl_buf.data + i, e - i, err);
-        i = e + 1;
-    }
-    if (i) {
-        memmove(c->ctl_buf.data, c->ctl_buf.data + i, c->ctl_buf.len - i);
-        c->ctl_buf.len -= i;
+    while (rc == 0 && c->e->ctl_pos < c->nctl) {
+        size_t i = c->e->ctl_pos++;
+        rc = control_line(c, st, c->ctl_all.data + c->ctl_off[i],
+                          c->ctl_off[i + 1] - c->ctl_off[i] - 1, err);
     }
     return rc;
 }
@@ -797,30 +868,30 @@ static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct 
     struct tlm_error e;
     int rc;
     tlm_error_clear(&e);
-    tlm_rules_set_out_unit(c->rs, stage_time_unit(st));
-    if (c->reload_pending) {
-        c->reload_pending = 0;
+    tlm_rules_set_out_unit(c->e->rs, stage_time_unit(st));
+    if (c->e->reload_pending) {
+        c->e->reload_pending = 0;
         if (stage_restored(st) && c->rules_path) {
             /* the file as saved keeps the rule set restored (control changes included) */
             if (load_rules(c, 1, &e) < 0) {
                 warn_error(&e);
                 c->nchanges = 0;
             }
-            if ((rc = apply_changes(c, st, c->max_ts, err)))
+            if ((rc = apply_changes(c, st, c->e->max_ts, err)))
                 return rc;
         }
     }
     if (c->control_path && (rc = drain_control(c, st, err)))
         return rc;
     for (;;) {
-        size_t before = tlm_rules_pending(c->rs);
-        rc = tlm_rules_due(c->rs, ts, &e);
-        size_t done = before - tlm_rules_pending(c->rs);
+        size_t before = tlm_rules_pending(c->e->rs);
+        rc = tlm_rules_due(c->e->rs, ts, &e);
+        size_t done = before - tlm_rules_pending(c->e->rs);
         long long line = 0;
-        if (done && c->nq == before && done <= c->nq) {
-            line = done ? c->q[done - 1].line : 0;
-            memmove(c->q, c->q + done, (c->nq - done) * sizeof(*c->q));
-            c->nq -= done;
+        if (done && c->e->nq == before && done <= c->e->nq) {
+            line = done ? c->e->q[done - 1].line : 0;
+            memmove(c->e->q, c->e->q + done, (c->e->nq - done) * sizeof(*c->e->q));
+            c->e->nq -= done;
         }
         if (rc < 0) {
             c->ctl_errors++;
@@ -839,29 +910,39 @@ static int rules_before(struct cctx *c, struct stage *st, tlm_time_t ts, struct 
     }
 }
 
+/* SIGHUP: every engine re-reads --rules (the warnings are the first one's). */
 static int on_reload(void *ctx, struct stage *st, struct tlm_error *err)
 {
     struct cctx *c = ctx;
-    struct tlm_error e;
-    tlm_error_clear(&e);
+    struct ceng *was = c->e;
+    int rc = 0;
     if (!c->rules_path)
         return 0;
     c->reloads++;
-    int n = load_rules(c, 0, &e);
-    if (n >= 0)
-        cli_warn("%s: reloaded, %zu rule%s, %d changed", c->rules_path, tlm_rules_count(c->rs),
-                 tlm_rules_count(c->rs) == 1 ? "" : "s", n);
-    if (n < 0) {
-        warn_error(&e);
-        cli_warn("--rules: keeping the rules in force");
-        for (size_t i = 0; i < c->nchanges; i++) {
-            free(c->changes[i].id);
-            json_decref(c->changes[i].doc);
+    for (struct ceng *e = c->engines; e && rc == 0; e = e->next) {
+        struct tlm_error le;
+        tlm_error_clear(&le);
+        c->e = e;
+        int n = load_rules(c, 0, &le);
+        if (n >= 0 && e == c->engines)
+            cli_warn("%s: reloaded, %zu rule%s, %d changed", c->rules_path,
+                     tlm_rules_count(c->e->rs), tlm_rules_count(c->e->rs) == 1 ? "" : "s", n);
+        if (n < 0) {
+            if (e == c->engines) {
+                warn_error(&le);
+                cli_warn("--rules: keeping the rules in force");
+            }
+            for (size_t i = 0; i < c->nchanges; i++) {
+                free(c->changes[i].id);
+                json_decref(c->changes[i].doc);
+            }
+            c->nchanges = 0;
+            continue;
         }
-        c->nchanges = 0;
-        return 0;
+        rc = apply_changes(c, st, c->e->max_ts, err);
     }
-    return apply_changes(c, st, c->max_ts, err);
+    c->e = was;
+    return rc;
 }
 
 /* ---- the stage ---------------------------------------------------------------------- */
@@ -888,21 +969,21 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
     size_t klen = 4;
     int rc;
     c->st = st;
-    if (c->rs && (rc = rules_before(c, st, ev->ts, err)))
+    if (c->e->rs && (rc = rules_before(c, st, ev->ts, err)))
         return rc;
     if (ev->late)
         return write_late(c, st, ev, err);
-    if (c->rs) {
-        int n = tlm_rules_event(c->rs, ev->line, ev->len, ev->ts, &stage_out(st)->buf, err);
+    if (c->e->rs) {
+        int n = tlm_rules_event(c->e->rs, ev->line, ev->len, ev->ts, &stage_out(st)->buf, err);
         if (n == TLM_EPARSE)
             return stage_reject(st, "%s", err->text);
         if (n < 0)
             return n;
         if (n && (rc = stage_rows(st, n, err)))
             return rc;
-        if (c->max_ts == TLM_TIME_MIN || ev->ts > c->max_ts)
-            c->max_ts = ev->ts;
-        if (!c->active || ev->vals[0].type == TLM_JNONE)
+        if (c->e->max_ts == TLM_TIME_MIN || ev->ts > c->e->max_ts)
+            c->e->max_ts = ev->ts;
+        if (!c->e->active || ev->vals[0].type == TLM_JNONE)
             return 0; /* no pattern, or an event without a key: for threshold rules only */
     }
     if (c->key_field) {
@@ -924,7 +1005,7 @@ static int on_event(void *ctx, struct stage *st, const struct stage_event *ev,
             klen = c->tmp.len;
         }
     }
-    rc = tlm_cep_push(c->cep, key, klen, ev->ts, ev->line, ev->len,
+    rc = tlm_cep_push(c->e->cep, key, klen, ev->ts, ev->line, ev->len,
                       ev->vals + (c->key_field ? 1 : 0), err);
     if (rc == TLM_ETYPE || rc == TLM_ERANGE || rc == TLM_EPARSE)
         return stage_reject(st, "%s", err->text);
@@ -940,7 +1021,7 @@ static void prefetch(void *ctx, const struct stage_event *ev, size_t slot, int p
         c->hints[slot].slot = NULL;
         return;
     }
-    tlm_cep_prefetch(c->cep, k->p, k->n, pass, &c->hints[slot]);
+    tlm_cep_prefetch(c->e->cep, k->p, k->n, pass, &c->hints[slot]);
 }
 
 static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err)
@@ -948,9 +1029,9 @@ static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_e
     struct cctx *c = ctx;
     struct tlm_cep_sink sink = { c, emit };
     c->st = st;
-    if (c->rs && wm != TLM_TIME_MAX)
-        tlm_rules_watermark(c->rs, wm);
-    return tlm_cep_advance(c->cep, wm, &sink, err);
+    if (c->e->rs && wm != TLM_TIME_MAX)
+        tlm_rules_watermark(c->e->rs, wm);
+    return tlm_cep_advance(c->e->cep, wm, &sink, err);
 }
 
 static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
@@ -972,7 +1053,7 @@ static json_t *shape(void *ctx)
     struct cctx *c = ctx;
     return json_pack("{sOsssssssb}", "patterns", c->docs, "key", c->key_field ? c->key_field : "",
                      "emit", c->emit_src ? c->emit_src : "", "timeout_emit",
-                     c->timeout_emit_src ? c->timeout_emit_src : "", "rules", c->rs != NULL);
+                     c->timeout_emit_src ? c->timeout_emit_src : "", "rules", c->e->rs != NULL);
 }
 
 static int put_rec(void *arg, const json_t *rec)
@@ -987,68 +1068,68 @@ static int save(void *ctx, struct tlm_snap_writer *w, struct tlm_error *err)
         return err->code;
     if (c->timeouts && tlm_writer_sync(c->timeouts, err))
         return err->code;
-    if (c->rs) {
+    if (c->e->rs) {
         /* ours first, then the rules (and so the pattern rules) before the pattern state */
         char h[24];
-        snprintf(h, sizeof(h), "%016llx", c->rules_hash);
+        snprintf(h, sizeof(h), "%016llx", c->e->rules_hash);
         json_t *lines = json_array();
-        for (size_t i = 0; lines && i < c->nq; i++)
-            json_array_append_new(lines, json_pack("[II]", (json_int_t)c->q[i].at,
-                                                   (json_int_t)c->q[i].line));
+        for (size_t i = 0; lines && i < c->e->nq; i++)
+            json_array_append_new(lines, json_pack("[II]", (json_int_t)c->e->q[i].at,
+                                                   (json_int_t)c->e->q[i].line));
         json_t *r = json_pack("{sssIsIsssO}", "t", "cep_rules", "control_lines",
-                              (json_int_t)c->ctl_lines, "max_ts", (json_int_t)c->max_ts,
+                              (json_int_t)c->e->ctl_lines, "max_ts", (json_int_t)c->e->max_ts,
                               "rules_hash", h, "queued_lines", lines ? lines : json_null());
         json_decref(lines);
         int rc = r ? tlm_snap_put(w, r, err) : tlm_error_set(err, TLM_ENOMEM, "out of memory");
         json_decref(r);
-        if (rc || (rc = tlm_rules_save(c->rs, w, err)))
+        if (rc || (rc = tlm_rules_save(c->e->rs, w, err)))
             return rc;
     }
-    return tlm_cep_save(c->cep, put_rec, w, err);
+    return tlm_cep_save(c->e->cep, put_rec, w, err);
 }
 
 static int load(void *ctx, json_t *rec, struct tlm_error *err)
 {
     struct cctx *c = ctx;
-    if (c->rs) {
+    if (c->e->rs) {
         const char *t = json_string_value(json_object_get(rec, "t"));
         if (t && !strcmp(t, "cep_rules")) {
-            c->ctl_skip = json_integer_value(json_object_get(rec, "control_lines"));
-            c->max_ts = json_integer_value(json_object_get(rec, "max_ts"));
+            c->e->ctl_skip = json_integer_value(json_object_get(rec, "control_lines"));
+            c->e->max_ts = json_integer_value(json_object_get(rec, "max_ts"));
             const char *h = json_string_value(json_object_get(rec, "rules_hash"));
-            c->rules_hash = h ? strtoull(h, NULL, 16) : 0;
+            c->e->rules_hash = h ? strtoull(h, NULL, 16) : 0;
             json_t *ql = json_object_get(rec, "queued_lines"), *it;
             size_t i;
-            c->nq = 0;
+            c->e->nq = 0;
             json_array_foreach(ql, i, it) {
-                if (c->nq == c->capq) {
-                    size_t cap = c->capq ? 2 * c->capq : 16;
-                    struct qline *v = realloc(c->q, cap * sizeof(*v));
+                if (c->e->nq == c->e->capq) {
+                    size_t cap = c->e->capq ? 2 * c->e->capq : 16;
+                    struct qline *v = realloc(c->e->q, cap * sizeof(*v));
                     if (!v)
                         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-                    c->q = v;
-                    c->capq = cap;
+                    c->e->q = v;
+                    c->e->capq = cap;
                 }
-                c->q[c->nq++] = (struct qline){ .at = json_integer_value(json_array_get(it, 0)),
+                c->e->q[c->e->nq++] = (struct qline){ .at = json_integer_value(json_array_get(it, 0)),
                                                 .line = json_integer_value(json_array_get(it, 1)) };
             }
-            c->reload_pending = 1;
+            c->e->reload_pending = 1;
             return 0;
         }
-        int rc = tlm_rules_load(c->rs, rec, err);
+        int rc = tlm_rules_load(c->e->rs, rec, err);
         if (rc < 0)
             return rc;
         if (rc == 1)
             return apply_changes(c, NULL, TLM_TIME_MIN, err); /* restored: no replay */
     }
-    return tlm_cep_load(c->cep, rec, err);
+    return tlm_cep_load(c->e->cep, rec, err);
 }
 
 static void stats(void *ctx, json_t *o)
 {
     struct cctx *c = ctx;
     struct tlm_cep_stats s;
-    tlm_cep_stats(c->cep, &s);
+    tlm_cep_stats(c->e->cep, &s);
     json_object_set_new(o, "keys", json_integer(s.keys));
     json_object_set_new(o, "buffered_events", json_integer(s.buffered));
     json_object_set_new(o, "partial_matches", json_integer(s.partial));
@@ -1060,11 +1141,11 @@ static void stats(void *ctx, json_t *o)
     json_object_set_new(o, "condition_errors", json_integer(s.cond_errors));
     if (c->emit_src)
         json_object_set_new(o, "emit_empty", json_integer(c->emit_empty + c->emit_errors));
-    if (c->rs) {
+    if (c->e->rs) {
         struct tlm_rules_stats r;
-        tlm_rules_get_stats(c->rs, &r);
-        json_object_set_new(o, "rules", json_integer((json_int_t)tlm_rules_count(c->rs)));
-        json_object_set_new(o, "rules_pending", json_integer((json_int_t)tlm_rules_pending(c->rs)));
+        tlm_rules_get_stats(c->e->rs, &r);
+        json_object_set_new(o, "rules", json_integer((json_int_t)tlm_rules_count(c->e->rs)));
+        json_object_set_new(o, "rules_pending", json_integer((json_int_t)tlm_rules_pending(c->e->rs)));
         json_object_set_new(o, "rules_events", json_integer(r.events));
         json_object_set_new(o, "rules_candidates", json_integer(r.candidates));
         json_object_set_new(o, "rules_matched", json_integer(r.matched));
@@ -1084,6 +1165,117 @@ static void stats(void *ctx, json_t *o)
     }
 }
 
+/* ---- engines per Kafka partition (see struct ceng) ---------------------------------- */
+
+/* Frees what an engine holds (not the struct itself). */
+static void engine_free(struct ceng *e)
+{
+    for (size_t i = 0; i < e->nslots; i++) {
+        tlm_cep_template_destroy(e->emit[i]);
+        tlm_cep_template_destroy(e->temit[i]);
+        free(e->slots[i].scope);
+    }
+    free(e->emit);
+    free(e->temit);
+    free(e->slots);
+    free(e->q);
+    tlm_rules_destroy(e->rs);
+    tlm_cep_destroy(e->cep);
+}
+
+/* Fills the installed engine, empty, as the command line made the first one: the same
+ * patterns (from their canonical documents, so in the same order with the same paths)
+ * and templates, the --rules file as it is now; the --control lines it gets from the
+ * start of the list (a snapshot loaded into it says how many to skip). */
+static int engine_init(struct cctx *c, struct tlm_error *err)
+{
+    struct ceng *e = c->e;
+    size_t i;
+    json_t *d;
+    e->max_ts = TLM_TIME_MIN;
+    if (!(e->cep = tlm_cep_create()))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    json_array_foreach(c->docs, i, d) {
+        struct tlm_cep_pattern *p = tlm_cep_pattern_from_json(d, err);
+        if (!p || tlm_cep_add(e->cep, p, err))
+            return err->code ? err->code : TLM_ENOMEM;
+    }
+    e->active = tlm_cep_count(e->cep);
+    if (c->rules_path || c->control_path) {
+        if (!(e->rs = tlm_rules_create(&c->ro, err)))
+            return err->code;
+        if (c->rules_path && load_rules(c, 0, err) < 0) {
+            /* edited since the start and broken: the snapshot's rules, or none */
+            warn_error(err);
+            tlm_error_clear(err);
+            for (size_t k = 0; k < c->nchanges; k++) {
+                free(c->changes[k].id);
+                json_decref(c->changes[k].doc);
+            }
+            c->nchanges = 0;
+        }
+        int rc = apply_changes(c, NULL, TLM_TIME_MIN, err);
+        if (rc)
+            return rc;
+        e->reload_pending = 1;
+    }
+    if (grow_slots(c))
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    for (i = 0; i < c->nstatic; i++) {
+        if (c->emit_src &&
+            !(e->emit[i] = tlm_cep_template_create(tlm_cep_get(e->cep, i), c->emit_src, err)))
+            return err->code;
+        if (c->timeout_emit_src &&
+            !(e->temit[i] = tlm_cep_template_create(tlm_cep_get(e->cep, i), c->timeout_emit_src,
+                                                    err)))
+            return err->code;
+    }
+    return 0;
+}
+
+static void *part_new(void *ctx)
+{
+    struct cctx *c = ctx;
+    struct ceng *e = calloc(1, sizeof(*e)), *was = c->e;
+    struct tlm_error err;
+    tlm_error_clear(&err);
+    if (!e)
+        return NULL;
+    c->e = e;
+    int rc = engine_init(c, &err);
+    c->e = was;
+    if (rc) {
+        if (rc != TLM_ENOMEM)
+            cli_warn("%s", err.text);
+        engine_free(e);
+        free(e);
+        return NULL;
+    }
+    e->next = c->engines->next; /* after e0 */
+    c->engines->next = e;
+    return e;
+}
+
+static void *part_swap(void *ctx, void *part)
+{
+    struct cctx *c = ctx;
+    void *prev = c->e;
+    c->e = part;
+    return prev;
+}
+
+static void part_free(void *ctx, void *part)
+{
+    struct cctx *c = ctx;
+    for (struct ceng **pp = &c->engines; *pp; pp = &(*pp)->next)
+        if (*pp == part) {
+            *pp = ((struct ceng *)part)->next;
+            break;
+        }
+    engine_free(part);
+    free(part);
+}
+
 int cmd_cep(int argc, char **argv)
 {
     struct cctx c;
@@ -1097,10 +1289,11 @@ int cmd_cep(int argc, char **argv)
     argi = cli_parse(&cep_cmd, argc, argv, &common, handle, &c);
     cli_add_inputs(&common, argc - argi, argv + argi);
 
-    if (!(c.cep = tlm_cep_create()) || !(c.docs = json_array()))
+    c.e = c.engines = &c.e0;
+    if (!(c.e->cep = tlm_cep_create()) || !(c.docs = json_array()))
         cli_usage_error("out of memory");
     c.ctl_fd = -1;
-    c.max_ts = TLM_TIME_MIN;
+    c.e->max_ts = TLM_TIME_MIN;
     c.time_unit = common.time_unit;
     if (c.nhistory && !c.rules_path && !c.control_path)
         cli_usage_error("--history needs --rules or --control");
@@ -1110,9 +1303,9 @@ int cmd_cep(int argc, char **argv)
     if ((c.rules_path || c.control_path) && !c.key_field)
         c.key_field = "customerId";
     load_patterns(&c);
-    c.nstatic = c.active = tlm_cep_count(c.cep);
+    c.nstatic = c.e->active = tlm_cep_count(c.e->cep);
     if (c.rules_path || c.control_path) {
-        struct tlm_rules_opts ro = {
+        c.ro = (struct tlm_rules_opts){
             .key_field = c.key_field,
             .time_field = common.time_field,
             .time_unit = common.time_unit,
@@ -1121,7 +1314,7 @@ int cmd_cep(int argc, char **argv)
             .on_change = rule_changed,
             .arg = &c,
         };
-        if (!(c.rs = tlm_rules_create(&ro, &err)))
+        if (!(c.e->rs = tlm_rules_create(&c.ro, &err)))
             cli_usage_error("--key: %s", err.text);
         if (c.rules_path && load_rules(&c, 0, &err) < 0) {
             char msg[1200];
@@ -1129,20 +1322,20 @@ int cmd_cep(int argc, char **argv)
         }
         if (apply_changes(&c, NULL, TLM_TIME_MIN, &err))
             cli_usage_error("%s", err.text);
-        c.reload_pending = 1;
+        c.e->reload_pending = 1;
     }
     if (grow_slots(&c))
         cli_usage_error("out of memory");
     if (c.emit_src) {
         for (size_t i = 0; i < c.nstatic; i++)
-            if (!(c.emit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.emit_src, &err)))
+            if (!(c.e->emit[i] = tlm_cep_template_create(tlm_cep_get(c.e->cep, i), c.emit_src, &err)))
                 cli_usage_error("--emit: column %ld: %s", err.column, err.text);
     }
     if (c.timeout_emit_src) {
         if (!c.timeouts_path)
             cli_usage_error("--timeout-emit needs --timeouts <file>");
         for (size_t i = 0; i < c.nstatic; i++)
-            if (!(c.temit[i] = tlm_cep_template_create(tlm_cep_get(c.cep, i), c.timeout_emit_src,
+            if (!(c.e->temit[i] = tlm_cep_template_create(tlm_cep_get(c.e->cep, i), c.timeout_emit_src,
                                                        &err)))
                 cli_usage_error("--timeout-emit: column %ld: %s", err.column, err.text);
     }
@@ -1155,7 +1348,7 @@ int cmd_cep(int argc, char **argv)
     ops.paths = c.paths;
     ops.npaths = c.npaths;
     ops.on_event = on_event;
-    if (c.key_field && (!c.rs || c.active)) {
+    if (c.key_field && (!c.e->rs || c.e->active)) {
         ops.prefetch = prefetch;
         ops.prefetch_passes = TLM_CEP_PREFETCH_PASSES;
         ops.batch = 32; /* 3-5 % less CPU than 16 with 100 k keys */
@@ -1163,12 +1356,15 @@ int cmd_cep(int argc, char **argv)
     ops.on_watermark = on_watermark;
     ops.on_end = on_end;
     ops.on_flush = on_flush;
-    if (c.rs)
+    if (c.e->rs)
         ops.on_reload = on_reload;
     ops.shape = shape;
     ops.save = save;
     ops.load = load;
     ops.stats = stats;
+    ops.part_new = part_new;
+    ops.part_swap = part_swap;
+    ops.part_free = part_free;
 
     status = stage_run(&common, &ops);
 
@@ -1193,26 +1389,18 @@ int cmd_cep(int argc, char **argv)
         cli_report(&err);
         status = EXIT_DATA;
     }
-    for (size_t i = 0; i < c.nslots; i++) {
-        tlm_cep_template_destroy(c.emit[i]);
-        tlm_cep_template_destroy(c.temit[i]);
-        free(c.slots[i].scope);
-    }
-    free(c.emit);
-    free(c.temit);
-    free(c.slots);
+    engine_free(&c.e0);
     for (size_t i = 0; i < c.nchanges; i++) {
         free(c.changes[i].id);
         json_decref(c.changes[i].doc);
     }
     free(c.changes);
-    free(c.q);
-    tlm_rules_destroy(c.rs);
     if (c.ctl_fd >= 0)
         close(c.ctl_fd);
     tlm_buf_free(&c.ctl_buf);
+    tlm_buf_free(&c.ctl_all);
+    free(c.ctl_off);
     free(c.history);
-    tlm_cep_destroy(c.cep);
     json_decref(c.docs);
     if (c.keypath.seg) {
         free(c.keypath.seg[0]);

@@ -115,6 +115,8 @@ struct key {
 };
 
 struct ectx {
+    struct join **parts;       /* --join with a kafka:// input: each partition's join */
+    size_t nparts;
     /* options */
     const char *table_path, *sqlite_path, *query, *add_spec, *default_json, *unmatched_path;
     struct tlm_table_opts to;
@@ -931,7 +933,53 @@ static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_e
 static tlm_time_t hold(void *ctx, tlm_time_t wm)
 {
     struct ectx *c = ctx;
-    return join_hold(c->join, wm);
+    if (!c->nparts)
+        return join_hold(c->join, wm);
+    /* Kafka: what the partitions' joins still hold back, each by its own right side */
+    tlm_time_t h = TLM_TIME_MAX;
+    for (size_t i = 0; i < c->nparts; i++) {
+        tlm_time_t x = join_hold(c->parts[i], wm);
+        if (x < h)
+            h = x;
+    }
+    return h;
+}
+
+/* --join with a kafka:// input: one join per partition (stage.h, part_new), each reading
+ * the whole --join file with its own reader and keeping its own buffers, so that a
+ * partition's pairs depend on its own events only, whichever copy owns it. */
+static void *part_new(void *ctx)
+{
+    struct ectx *c = ctx;
+    struct tlm_error err;
+    struct join **v = realloc(c->parts, (c->nparts + 1) * sizeof(*v));
+    tlm_error_clear(&err);
+    if (!v)
+        return NULL;
+    c->parts = v;
+    struct join *j = join_create(&c->jo, &err);
+    if (j)
+        c->parts[c->nparts++] = j;
+    return j;
+}
+
+static void *part_swap(void *ctx, void *part)
+{
+    struct ectx *c = ctx;
+    void *prev = c->join;
+    c->join = part;
+    return prev;
+}
+
+static void part_free(void *ctx, void *part)
+{
+    struct ectx *c = ctx;
+    for (size_t i = 0; i < c->nparts; i++)
+        if (c->parts[i] == part) {
+            c->parts[i] = c->parts[--c->nparts];
+            break;
+        }
+    join_destroy(part, NULL);
 }
 
 static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
@@ -1235,6 +1283,18 @@ int cmd_enrich(int argc, char **argv)
     ops.stats = stats;
     if (c.join)
         ops.hold = hold;
+    if (c.join && common.ninputs == 1 && !strncmp(common.inputs[0], "kafka://", 8)) {
+        struct stat jsb;
+        if (c.jo.unjoined_path)
+            cli_usage_error("--unjoined: not with a kafka:// input (a partition cannot tell "
+                            "whether another one joined a --join event)");
+        if (stat(c.jo.path, &jsb) == 0 && !S_ISREG(jsb.st_mode))
+            cli_usage_error("--join: with a kafka:// input, a regular file (each partition "
+                            "reads it from its start)");
+        ops.part_new = part_new;
+        ops.part_swap = part_swap;
+        ops.part_free = part_free;
+    }
 
     status = stage_run(&common, &ops);
 
@@ -1252,6 +1312,7 @@ int cmd_enrich(int argc, char **argv)
         cli_report(&err);
         status = EXIT_DATA;
     }
+    free(c.parts);
     tlm_table_destroy(c.table);
     tlm_dblookup_destroy(c.db);
     free(right_key.seg ? right_key.seg[0] : NULL);

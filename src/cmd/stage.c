@@ -234,6 +234,21 @@ int stage_pass(struct stage *st, const struct stage_event *ev, struct tlm_error 
     return tlm_writer_line(st->out, ev->line, ev->len, err);
 }
 
+int stage_kafka_partition(const struct stage *st, int32_t *partition, int32_t *count)
+{
+#ifdef HAVE_KAFKA
+    if (st->kin && st->ops->part_swap && st->kcur >= 0) {
+        *partition = st->kcur;
+        *count = tlm_kafka_in_partitions(st->kin);
+        return 1;
+    }
+#endif
+    (void)st;
+    (void)partition;
+    (void)count;
+    return 0;
+}
+
 tlm_time_t stage_watermark(const struct stage *st)
 {
     return st->wm.wm;
@@ -469,6 +484,23 @@ static json_t *stage_shape(struct stage *st)
 static int k_save_parts(struct stage *st, int final, struct tlm_error *err);
 #endif
 
+/* The size and identity of the file outputs (-o, --reject), for a restart to cut them back
+ * to (new reference, or NULL). */
+static json_t *outputs_json(struct stage *st)
+{
+    json_t *outs = json_object();
+    struct tlm_writer *ws[2] = { st->out, st->rej };
+    const char *names[2] = { "output", "reject" };
+    for (int i = 0; i < 2 && outs; i++) {
+        struct stat sb;
+        if (ws[i] && ws[i]->is_file && fstat(ws[i]->fd, &sb) == 0)
+            json_object_set_new(outs, names[i],
+                                json_pack("{sIsIsI}", "size", (json_int_t)sb.st_size, "dev",
+                                          (json_int_t)sb.st_dev, "ino", (json_int_t)sb.st_ino));
+    }
+    return outs;
+}
+
 /* final: the snapshot written as the run ends cleanly (end of input, SIGINT, SIGTERM);
  * nothing is written after it, so a restart from it has no output to take back. */
 static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
@@ -506,17 +538,7 @@ static int save_snapshot(struct stage *st, int final, struct tlm_error *err)
     /* the size of file outputs: a restart cuts them back to it, so that what was
      * written after this snapshot (and is written again) is not there twice */
     {
-        json_t *outs = json_object();
-        struct tlm_writer *ws[2] = { st->out, st->rej };
-        const char *names[2] = { "output", "reject" };
-        for (int i = 0; i < 2 && outs; i++) {
-            struct stat sb;
-            if (ws[i] && ws[i]->is_file && fstat(ws[i]->fd, &sb) == 0)
-                json_object_set_new(outs, names[i],
-                                    json_pack("{sIsIsI}", "size", (json_int_t)sb.st_size, "dev",
-                                              (json_int_t)sb.st_dev, "ino",
-                                              (json_int_t)sb.st_ino));
-        }
+        json_t *outs = outputs_json(st);
         if (outs)
             json_object_set_new(h, "outputs", outs);
         json_object_set_new(h, "final", json_boolean(final));
@@ -654,9 +676,45 @@ static void k_path(const struct stage *st, int32_t p, char *path, size_t n)
     snprintf(path, n, "%s.p%d", st->c->state, (int)p);
 }
 
+/* The mark of a file output of a copy reading Kafka: <state>.out-DEV-INO, a header-only
+ * snapshot holding the file's size when the copy last snapshotted its partitions. */
+static void k_mark_path(const struct stage *st, const struct stat *sb, char *path, size_t n)
+{
+    snprintf(path, n, "%s.out-%lld-%lld", st->c->state, (long long)sb->st_dev,
+             (long long)sb->st_ino);
+}
+
+/* Writes the marks of the file outputs (already synced), just before the snapshots of
+ * the partitions: a restart cuts each file back to its mark. */
+static int k_mark_outputs(struct stage *st, int final, struct tlm_error *err)
+{
+    struct tlm_writer *ws[2] = { st->out, st->rej };
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        char path[4200];
+        struct tlm_snap_writer *w;
+        json_t *h;
+        if (!ws[i] || !ws[i]->is_file || fstat(ws[i]->fd, &sb) != 0)
+            continue;
+        k_mark_path(st, &sb, path, sizeof(path));
+        h = json_pack("{sss{sIsIsIss}sb}", "command", st->ops->name, "output", "size",
+                      (json_int_t)sb.st_size, "dev", (json_int_t)sb.st_dev, "ino",
+                      (json_int_t)sb.st_ino, "name", ws[i]->name, "final", final);
+        if (!h)
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        w = tlm_snap_create(path, h, err);
+        json_decref(h);
+        if (!w)
+            return err ? err->code : TLM_EIO;
+        if (tlm_snap_commit(w, err))
+            return err->code;
+    }
+    return 0;
+}
+
 /* Writes partition p's snapshot (the output before it is already synced), then
  * commits its offset to the group. */
-static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error *err)
+static int k_save_part(struct stage *st, int32_t p, int final, int commit, struct tlm_error *err)
 {
     struct kpart *kp = &st->kp[p];
     const struct tlm_wm *wm = k_wm(st, p);
@@ -676,6 +734,11 @@ static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error 
                   tlm_time_unit_name(st->unit_seen), "final", final);
     if (!h)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    {
+        json_t *outs = outputs_json(st);
+        if (outs)
+            json_object_set_new(h, "outputs", outs);
+    }
     w = tlm_snap_create(path, h, err);
     json_decref(h);
     if (!w)
@@ -692,7 +755,7 @@ static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error 
     }
     if ((rc = tlm_snap_commit(w, err)))
         return rc;
-    if (kp->next >= 0 && (rc = tlm_kafka_in_commit(st->kin, p, kp->next, err)))
+    if (commit && kp->next >= 0 && (rc = tlm_kafka_in_commit(st->kin, p, kp->next, err)))
         return rc;
     return 0;
 }
@@ -700,8 +763,10 @@ static int k_save_part(struct stage *st, int32_t p, int final, struct tlm_error 
 static int k_save_parts(struct stage *st, int final, struct tlm_error *err)
 {
     int rc;
+    if ((rc = k_mark_outputs(st, final, err)))
+        return rc;
     for (int32_t p = 0; p < st->nkp; p++)
-        if (st->kp[p].live && (rc = k_save_part(st, p, final, err)))
+        if (st->kp[p].live && (rc = k_save_part(st, p, final, 1, err)))
             return rc;
     if (st->ops->part_swap)
         st->checkpoints++;
@@ -783,6 +848,15 @@ static int k_assigned(void *arg, int32_t p, int64_t *offset, struct tlm_error *e
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (st->c->state && (rc = k_load_part(st, p, err)))
         return rc;
+    /* at once a snapshot of it that names the output files as they are (all output so far
+     * is synced: it came from partitions revoked before): a copy killed before its first
+     * checkpoint cuts them back to here */
+    if (st->c->state && st->out &&
+        ((rc = tlm_writer_sync(st->out, err)) ||
+         (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
+         (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
+         (rc = k_mark_outputs(st, 0, err)) || (rc = k_save_part(st, p, 0, 0, err))))
+        return rc;
     *offset = kp->next;
     return 0;
 }
@@ -797,7 +871,7 @@ static int k_revoked(void *arg, int32_t p, struct tlm_error *err)
         if ((rc = tlm_writer_sync(st->out, err)) ||
             (st->rej && (rc = tlm_writer_sync(st->rej, err))) ||
             (st->kout && (rc = tlm_kafka_out_sync(st->kout, st->out->written, err))) ||
-            (rc = k_save_part(st, p, 0, err)))
+            (rc = k_mark_outputs(st, 0, err)) || (rc = k_save_part(st, p, 0, 1, err)))
             return rc;
     }
     if (st->kcur == p)
@@ -947,6 +1021,45 @@ static int k_end(struct stage *st, struct tlm_error *err)
             continue;
         k_switch(st, p);
         if (st->ops->on_end && (rc = st->ops->on_end(st->ops->ctx, st, err)))
+            return rc;
+    }
+    return 0;
+}
+
+static int cut_back(struct tlm_writer *w, json_t *rec, struct tlm_error *err);
+
+/* A copy reading Kafka with --state and file outputs: cuts each output back to its mark
+ * (k_mark_outputs), the size it had when the copy last snapshotted its partitions, unless
+ * that was at a clean exit. A copy snapshots all its partitions at the same points
+ * (assignment, checkpoints, eager rebalances, exit), so every row after the mark was
+ * written after the snapshot of its partition and is written again by whichever copy
+ * resumes the partition from that snapshot (this one or another): each row is in one
+ * file once. */
+static int k_cut_outputs(struct stage *st, struct tlm_error *err)
+{
+    struct tlm_writer *ws[2] = { st->out, st->rej };
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        char path[4200];
+        json_t *h = NULL;
+        struct tlm_error e;
+        struct tlm_snap_reader *r;
+        int rc;
+        if (!ws[i] || !ws[i]->is_file || fstat(ws[i]->fd, &sb) != 0)
+            continue;
+        tlm_error_clear(&e);
+        k_mark_path(st, &sb, path, sizeof(path));
+        if (!(r = tlm_snap_open(path, &h, &e))) {
+            if (e.code == TLM_ENOTFOUND)
+                continue;
+            *err = e;
+            return e.code;
+        }
+        tlm_snap_close(r);
+        rc = json_is_true(json_object_get(h, "final"))
+                 ? 0 : cut_back(ws[i], json_object_get(h, "output"), err);
+        json_decref(h);
+        if (rc)
             return rc;
     }
     return 0;
@@ -1388,6 +1501,10 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
     if (st.restored && ((rc = cut_back(st.out, json_object_get(st.outputs, "output"), &err)) ||
                         (rc = cut_back(st.rej, json_object_get(st.outputs, "reject"), &err))))
         goto fail;
+#ifdef HAVE_KAFKA
+    if (st.kin && c->state && (rc = k_cut_outputs(&st, &err)))
+        goto fail;
+#endif
     /* a first snapshot before any output, so that even a run killed before its first
      * checkpoint restarts cleanly */
     if (c->state && !st.restored && (rc = save_snapshot(&st, 0, &err)))

@@ -168,6 +168,9 @@ int stage_report(struct stage *st, long lines_back, long column, const char *rea
  * fatal with --strict (then returns a negative code with err filled; else 0). */
 int stage_reject_other(struct stage *st, const char *source, long long line, long column,
                        const char *reason, const char *raw, size_t len, struct tlm_error *err);
+/* With a kafka:// input and per-partition state: the partition whose state is installed
+ * and the topic's partition count; returns 1. Otherwise returns 0. */
+int stage_kafka_partition(const struct stage *st, int32_t *partition, int32_t *count);
 /* The current watermark (TLM_TIME_MIN before any). */
 tlm_time_t stage_watermark(const struct stage *st);
 /* Where the current line came from: input name and line number. */

@@ -1696,7 +1696,10 @@ int tlm_cep_save(struct tlm_cep *c, int (*put)(void *arg, const json_t *rec), vo
     }
     for (size_t i = 0; i < c->nheap + c->rcount && rc == 0; i++)
         rc = save_ev(c, buf_at(c, i), &next, 1, put, arg);
-    /* ids are per snapshot */
+    /* ids are per snapshot: an event buffered now may be in a chain at the next one,
+     * which must write it again */
+    for (size_t i = 0; i < c->nheap + c->rcount; i++)
+        buf_at(c, i)->sid = -1;
     for (size_t i = 0; i < c->tcap; i++) {
         struct key *k = c->tab[i].k;
         if (!k)

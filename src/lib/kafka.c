@@ -141,7 +141,8 @@ static int url_parse(const char *url, struct url *u, rd_kafka_conf_t *conf, stru
 
 /* Fails unless the cluster lists the topic. All topics are asked for, not this one: a
  * request naming it would create it on a cluster that creates topics on first use. */
-static int topic_exists(rd_kafka_t *rk, const struct url *u, struct tlm_error *err)
+static int topic_exists(rd_kafka_t *rk, const struct url *u, int32_t *npart,
+                        struct tlm_error *err)
 {
     int found = 0;
     /* a first answer may come before the cluster knows its topics: ask a few times */
@@ -153,7 +154,9 @@ static int topic_exists(rd_kafka_t *rk, const struct url *u, struct tlm_error *e
                                  rd_kafka_err2str(e));
         int n = md->topic_cnt;
         for (int i = 0; i < n && !found; i++)
-            found = strcmp(md->topics[i].topic, u->topic) == 0 && md->topics[i].err == 0;
+            if ((found = strcmp(md->topics[i].topic, u->topic) == 0 && md->topics[i].err == 0) &&
+                npart)
+                *npart = md->topics[i].partition_cnt;
         rd_kafka_metadata_destroy(md);
         if (!found && n > 0)
             break;
@@ -181,6 +184,7 @@ struct tlm_kafka_in {
     struct tlm_kafka_in_hooks hooks;
     struct part *parts;
     int32_t nparts;
+    int32_t topic_parts;            /* partitions of the topic when it was opened */
     int closing;
     int hrc;                        /* a hook's error, returned by the next call */
     struct tlm_error herr;
@@ -286,7 +290,7 @@ struct tlm_kafka_in *tlm_kafka_in_create(const char *url, const struct tlm_kafka
         goto fail;
     }
     conf = NULL;
-    if (topic_exists(k->rk, &k->u, err))
+    if (topic_exists(k->rk, &k->u, &k->topic_parts, err))
         goto fail;
     rd_kafka_poll_set_consumer(k->rk);
     topics = rd_kafka_topic_partition_list_new(1);
@@ -699,7 +703,7 @@ struct tlm_kafka_out *tlm_kafka_out_create(const char *url, int *fd, struct tlm_
         goto fail;
     }
     conf = NULL;
-    if (topic_exists(o->rk, &o->u, err))
+    if (topic_exists(o->rk, &o->u, NULL, err))
         goto fail;
     if (!(o->rkt = rd_kafka_topic_new(o->rk, o->u.topic, NULL))) {
         tlm_error_set(err, TLM_EINVAL, "%s: %s", o->u.name, rd_kafka_err2str(rd_kafka_last_error()));
@@ -778,4 +782,17 @@ int tlm_kafka_out_close(struct tlm_kafka_out *o, struct tlm_error *err)
     pthread_cond_destroy(&o->cv);
     free(o);
     return rc;
+}
+
+int32_t tlm_kafka_in_partitions(const struct tlm_kafka_in *k)
+{
+    return k->topic_parts;
+}
+
+int32_t tlm_kafka_key_partition(const void *key, size_t n, int32_t npartitions)
+{
+    if (npartitions <= 0)
+        return -1;
+    /* librdkafka's default partitioner for a keyed message (CRC32 of the key) */
+    return rd_kafka_msg_partitioner_consistent(NULL, key, n, npartitions, NULL, NULL);
 }

@@ -84,6 +84,14 @@ const char *tlm_kafka_in_name(const struct tlm_kafka_in *k);
 /* Leaves the group (the hooks are not called any more) and frees k. NULL is fine. */
 void tlm_kafka_in_destroy(struct tlm_kafka_in *k);
 
+/* The number of partitions the topic had when k was created. */
+int32_t tlm_kafka_in_partitions(const struct tlm_kafka_in *k);
+
+/* The partition a message keyed by key[0..n) goes to among npartitions, by the producer's
+ * default partitioner (librdkafka's consistent_random for a non-empty key: CRC32 of the
+ * key; what `-o kafka://...?key=FIELD` produces). -1 when npartitions <= 0. */
+int32_t tlm_kafka_key_partition(const void *key, size_t n, int32_t npartitions);
+
 /* ---- output ------------------------------------------------------------------------- */
 
 struct tlm_kafka_out;

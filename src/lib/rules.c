@@ -483,6 +483,8 @@ struct tlm_rules {
     struct tlm_buf ck;       /* composite state key being built */
 
     struct tlm_rules_stats st;
+    int (*replay_keep)(void *arg, const char *key, size_t n);
+    void *replay_arg;
 };
 
 #define NOKEY UINT32_MAX
@@ -2076,6 +2078,8 @@ static int process(struct tlm_rules *rs, const char *line, size_t len, tlm_time_
         size_t kn;
         if (!rule_key(rs, r, &k, &kn))
             continue; /* global rule, event without its key */
+        if (replay && rs->replay_keep && !rs->replay_keep(rs->replay_arg, k, kn))
+            continue; /* a key another engine counts */
         if (rule_test(rs, r, line, len, rs->naive && !only))
             rs->m[nm++] = rs->m[i];
     }
@@ -2145,6 +2149,13 @@ static int jval_time(const struct tlm_jval *v, enum tlm_time_unit unit, tlm_time
     default:
         return -1;
     }
+}
+
+void tlm_rules_set_replay_filter(struct tlm_rules *rs,
+                                 int (*keep)(void *arg, const char *key, size_t n), void *arg)
+{
+    rs->replay_keep = keep;
+    rs->replay_arg = arg;
 }
 
 int tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *paths, size_t n,

@@ -194,6 +194,12 @@ int tlm_rules_replay(struct tlm_rules *rs, const char *id, const char *const *pa
                      tlm_time_t until, struct tlm_buf *out, struct tlm_rules_replay_info *info,
                      struct tlm_error *err);
 
+/* Restricts what tlm_rules_replay counts to the events whose rule key (its text, as the
+ * states are keyed) keep(arg, key, n) accepts, e.g. the keys of one Kafka partition when
+ * each partition has an engine of its own. keep NULL: every key (the default). */
+void tlm_rules_set_replay_filter(struct tlm_rules *rs,
+                                 int (*keep)(void *arg, const char *key, size_t n), void *arg);
+
 /* Snapshot: writes one record per rule ({"rule":{doc}}, in rule order), the watermark
  * ({"watermark":ns}, when set), one per queued
  * control message ({"pending":{"at":ns,"msg":{..}}}) and one per (rule, key) state

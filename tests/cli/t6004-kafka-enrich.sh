@@ -1,0 +1,94 @@
+#!/bin/sh
+# t6004: `telem enrich --join` reading its left side from Kafka (mock cluster) with one join
+# per partition (each reads the whole --join file and keeps its own buffers). One copy
+# equals the file run; two copies in one group, one killed with SIGKILL and restarted: the
+# union of their pairs, deduplicated, equals one uninterrupted run over the same events.
+# With a kafka:// input, --unjoined and a --join that is not a regular file are refused.
+KAFKA_TOPICS="ej1:4 ej2:4"
+. "$top_srcdir/tests/cli/kafka-lib.sh"
+
+# join ARGS...: the pipeline every run uses
+join() {
+    "$TELEM" enrich --join right.ndjson --on deviceId --within 1s --no-watermarks "$@"
+}
+
+# start NAME STATE GROUP TOPIC: a copy in the background (NAME.out, NAME.err); pid in $pid
+start() {
+    "$TELEM" enrich --join right.ndjson --on deviceId --within 1s --no-watermarks \
+        --checkpoint-interval 20ms --state "$2" -i "kafka://$BOOT/$4?group=$3&$KOPT" \
+        > "$1.out" 2> "$1.err" &
+    pid=$!
+}
+
+produce() {
+    "$TELEM" ingest -i "$2" -o "kafka://$BOOT/$1?key=deviceId"
+}
+
+# consumed STATE: the messages the partitions' snapshots cover (their next offsets)
+consumed() {
+    n=0
+    for p in 0 1 2 3; do
+        o=$("$TELEM" inspect "$1.p$p" 2>/dev/null | sed -n "s/.*\"offset\": \([0-9]*\).*/\1/p" | head -n 1)
+        n=$((n + ${o:-0}))
+    done
+    echo $n
+}
+
+# wait_consumed STATE N: until the snapshots cover N messages (up to 60 s)
+wait_consumed() {
+    for i in $(seq 1 600); do
+        [ "$(consumed "$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    echo "the copies did not read everything: $(consumed "$1") of $2"
+    return 1
+}
+
+test_expect_success 'setup: events, a second stream, the pairs of one uninterrupted run' '
+    "$TELEM" gen -n 20000 --devices 16 --rate 100 > ev.ndjson &&
+    "$TELEM" gen -n 2000 --devices 16 --rate 10 --seed 7 > right.ndjson &&
+    head -n 10000 ev.ndjson > first.ndjson &&
+    tail -n 10000 ev.ndjson > second.ndjson &&
+    join -i ev.ndjson | sort > want &&
+    test "$(wc -l < want)" -gt 10000
+'
+
+test_expect_success 'one copy, one join per partition: the file run' '
+    produce ej1 ev.ndjson &&
+    join -i "kafka://$BOOT/ej1?group=g1&eof=1&$KOPT" > one 2> one.err &&
+    sort one > one.s &&
+    test_cmp want one.s
+'
+
+test_expect_success 'two copies, one killed (SIGKILL) and restarted: the union is exact' '
+    mkdir st &&
+    produce ej2 first.ndjson &&
+    start a1 st/j g2 ej2 &&
+    a=$pid &&
+    start b st/j g2 ej2 &&
+    b=$pid &&
+    for i in $(seq 1 300); do
+        test -s a1.out || test -s b.out && break
+        sleep 0.1
+    done &&
+    kill -KILL $a && { wait $a; true; } &&
+    start a2 st/j g2 ej2 &&
+    a=$pid &&
+    produce ej2 second.ndjson &&
+    wait_consumed st/j 20000 &&
+    kill -TERM $a $b && wait $a && wait $b &&
+    join --state st/j -i "kafka://$BOOT/ej2?group=g2&eof=1&$KOPT" --drain > d.out 2> d.err &&
+    cat a1.out a2.out b.out d.out | sort -u > union &&
+    test_cmp want union
+'
+
+test_expect_success 'kafka input: --unjoined and a --join FIFO are refused' '
+    { join --unjoined u.ndjson -i "kafka://$BOOT/ej1?group=g3" 2> err; test $? = 2; } &&
+    grep "unjoined: not with a kafka:// input" err &&
+    mkfifo rf &&
+    { "$TELEM" enrich --join rf --on deviceId --within 1s -i "kafka://$BOOT/ej1?group=g3" 2> err;
+      test $? = 2; } &&
+    grep "join: with a kafka:// input, a regular file" err
+'
+
+test_done
