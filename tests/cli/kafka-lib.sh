@@ -14,3 +14,29 @@ trap 'kill -TERM $mock_pid 2>/dev/null; wait $mock_pid 2>/dev/null; rm -rf "$TRA
 wait_for "$TRASH/.mock" "127.0.0.1:" || { echo "Bail out! the mock cluster did not start"; exit 1; }
 BOOT=$(head -n 1 "$TRASH/.mock")
 KOPT="session.timeout.ms=4000&heartbeat.interval.ms=300"
+
+# produce TOPIC FILE: the events of FILE into TOPIC, keyed by deviceId
+produce() {
+    "$TELEM" ingest -i "$2" -o "kafka://$BOOT/$1?key=deviceId"
+}
+
+# consumed STATE: the messages the partitions' snapshots cover (their next offsets;
+# partitions 0-3)
+consumed() {
+    n=0
+    for p in 0 1 2 3; do
+        o=$("$TELEM" inspect "$1.p$p" 2>/dev/null | sed -n "s/.*\"offset\": \([0-9]*\).*/\1/p" | head -n 1)
+        n=$((n + ${o:-0}))
+    done
+    echo $n
+}
+
+# wait_consumed STATE N: until the snapshots cover N messages (up to 60 s)
+wait_consumed() {
+    for i in $(seq 1 600); do
+        [ "$(consumed "$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    echo "the copies did not read everything: $(consumed "$1") of $2"
+    return 1
+}

@@ -19,10 +19,6 @@ start() {
 }
 
 # produce TOPIC FILE
-produce() {
-    "$TELEM" ingest -i "$2" -o "kafka://$BOOT/$1?key=deviceId"
-}
-
 # rows FILE...: the rows of the files, deduplicated and sorted
 rows() {
     cat "$@" | grep -v __watermark | sort -u

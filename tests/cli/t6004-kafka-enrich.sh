@@ -20,30 +20,6 @@ start() {
     pid=$!
 }
 
-produce() {
-    "$TELEM" ingest -i "$2" -o "kafka://$BOOT/$1?key=deviceId"
-}
-
-# consumed STATE: the messages the partitions' snapshots cover (their next offsets)
-consumed() {
-    n=0
-    for p in 0 1 2 3; do
-        o=$("$TELEM" inspect "$1.p$p" 2>/dev/null | sed -n "s/.*\"offset\": \([0-9]*\).*/\1/p" | head -n 1)
-        n=$((n + ${o:-0}))
-    done
-    echo $n
-}
-
-# wait_consumed STATE N: until the snapshots cover N messages (up to 60 s)
-wait_consumed() {
-    for i in $(seq 1 600); do
-        [ "$(consumed "$1")" -ge "$2" ] && return 0
-        sleep 0.1
-    done
-    echo "the copies did not read everything: $(consumed "$1") of $2"
-    return 1
-}
-
 test_expect_success 'setup: events, a second stream, the pairs of one uninterrupted run' '
     "$TELEM" gen -n 20000 --devices 16 --rate 100 > ev.ndjson &&
     "$TELEM" gen -n 2000 --devices 16 --rate 10 --seed 7 > right.ndjson &&
