@@ -40,3 +40,29 @@ wait_consumed() {
     echo "the copies did not read everything: $(consumed "$1") of $2"
     return 1
 }
+
+# kill_and_restart STATE GROUP TOPIC RUN: the test's `start NAME STATE GROUP TOPIC` (a
+# copy in the background, output NAME.out, $pid) twice in GROUP over TOPIC, with
+# first.ndjson produced before and second.ndjson after; the first copy is killed with
+# SIGKILL as soon as a copy has written, and restarted; once the snapshots cover every
+# message both are stopped, and `RUN --state STATE -i TOPIC --drain` finishes. The
+# outputs of all, deduplicated, go to the file union.
+kill_and_restart() {
+    produce "$3" first.ndjson &&
+    start a1 "$1" "$2" "$3" &&
+    a=$pid &&
+    start b "$1" "$2" "$3" &&
+    b=$pid &&
+    for i in $(seq 1 300); do
+        test -s a1.out || test -s b.out && break
+        sleep 0.1
+    done &&
+    kill -KILL $a && { wait $a; true; } &&
+    start a2 "$1" "$2" "$3" &&
+    a=$pid &&
+    produce "$3" second.ndjson &&
+    wait_consumed "$1" "$(cat first.ndjson second.ndjson | wc -l)" &&
+    kill -TERM $a $b && wait $a && wait $b &&
+    $4 --state "$1" -i "kafka://$BOOT/$3?group=$2&eof=1&$KOPT" --drain > d.out 2> d.err &&
+    cat a1.out a2.out b.out d.out | sort -u > union
+}
