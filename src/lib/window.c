@@ -375,6 +375,23 @@ static struct win *find_win(struct wkey *k, int64_t start)
     return NULL;
 }
 
+/* The same, starting the search at *at (and wrapping), which is left just past the
+ * window found: the windows an event updates were mostly made one after another, so
+ * consecutive starts sit at consecutive places and each probe reads only a window the
+ * event updates anyway (no walk over the key's older windows, each a cache miss). */
+static struct win *find_win_at(struct wkey *k, int64_t start, uint32_t *at)
+{
+    uint32_t n = k->nwin, i = *at < n ? *at : 0;
+    for (uint32_t c = 0; c < n; c++) {
+        if (k->wins[i]->start == start) {
+            *at = i + 1;
+            return k->wins[i];
+        }
+        i = i + 1 < n ? i + 1 : 0;
+    }
+    return NULL;
+}
+
 static struct win *find_win_seq(struct wkey *k, uint64_t seq)
 {
     for (uint32_t i = 0; i < k->nwin; i++)
@@ -921,20 +938,22 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
             __builtin_prefetch(k);
             __builtin_prefetch((const char *)k + 64);
         }
-    } else if (pass == 2) {
+    } else if (pass == 2 || pass == 3) {
+        /* the key's newest windows, as many as cover one event (they are in start
+         * order), then (pass 3) the sketches their states point to */
         const struct wkey *k = hint->p;
-        const struct win *x;
-        hint->p = NULL; /* pass 3 reads a window, never a key */
-        if (!k || !k->nwin)
+        if (!k)
             return;
-        x = k->wins[k->nwin - 1];
-        for (size_t off = 0; off < sizeof(*x) + w->state_size; off += 64)
-            __builtin_prefetch((const char *)x + off);
-        hint->p = x;
-    } else if (pass == 3) {
-        const struct win *x = hint->p;
-        if (x)
-            tlm_aggs_prefetch(w->aggs, x->state); /* the sketches the window points to */
+        uint32_t per = (uint32_t)(w->o.kind == TLM_WIN_SESSION ? 1 : w->o.size / w->o.every);
+        for (uint32_t i = k->nwin > per ? k->nwin - per : 0; i < k->nwin; i++) {
+            const struct win *x = k->wins[i];
+            if (pass == 3) {
+                tlm_aggs_prefetch(w->aggs, x->state);
+                continue;
+            }
+            for (size_t off = 0; off < sizeof(*x) + w->state_size; off += 64)
+                __builtin_prefetch((const char *)x + off);
+        }
     }
 }
 
@@ -967,6 +986,10 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
     /* the windows covering ts, oldest first (size is a multiple of every), so that rows
      * written at once for a late event come in time order */
     int64_t last = floor_div(ts - w->o.offset, w->o.every) * w->o.every + w->o.offset;
+    /* k->wins is in start order: the windows covering ts are most likely its last
+     * size / every ones */
+    uint32_t per = (uint32_t)(w->o.size / w->o.every);
+    uint32_t at = k->nwin > per ? k->nwin - per : 0;
     for (int64_t s = last - w->o.size + w->o.every; s <= last; s += w->o.every) {
         int64_t end = s + w->o.size;
         struct win *x;
@@ -975,12 +998,15 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
             continue; /* this window is past its lateness */
         if (!(r = get_range(w, s)))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
-        x = find_win(k, s);
+        x = find_win_at(k, s, &at);
         if (!x) {
             if (!(x = new_win(w, k, s, end)) ||
                 grow((void **)&r->wins, &r->cap, r->n + 1, sizeof(*r->wins)))
                 return tlm_error_set(err, TLM_ENOMEM, "out of memory");
             r->wins[r->n++] = x;
+            /* just past it (pointers compared, no window read) */
+            for (at = k->nwin; at > 0 && k->wins[at - 1] != x; at--)
+                ;
         }
         if ((rc = tlm_aggs_add(w->aggs, x->state, vals, partial, ts, err)))
             return rc;

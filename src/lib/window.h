@@ -93,11 +93,11 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
 
 /* Read-ahead hint for an event that tlm_window_add will get soon (keys as for
  * tlm_window_add): call with pass 0 to TLM_WINDOW_PREFETCH_PASSES - 1 in turn, other
- * events' calls in between,
- * with no change to w between the passes of one event. It only reads the engine and
- * prefetches what the add will touch: the key's table slot (0), the key (1), its newest
- * window and its state block (2), the sketches that state points to (3). hint carries
- * state between the passes. */
+ * events' calls in between, with no change to w between the passes of one event. It
+ * only reads the engine and prefetches what the add will touch: the key's table slot
+ * (0), the key (1), its newest windows, as many as cover one event (size / every), and
+ * their state blocks (2), the sketches those states point to (3). hint carries state
+ * between the passes. */
 struct tlm_window_hint {
     uint64_t hash;
     const void *p;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # t2002: telem window with more keys than its read-ahead threshold (8192): the key text
-# and hash rendered while reading ahead are reused when the event is added, and the rows
-# equal those of a run without read-ahead (--where true turns it off).
+# and hash rendered while reading ahead are reused when the event is added, a sliding
+# window's newest windows are fetched ahead, and the rows equal those of a run without
+# read-ahead (--where true turns it off).
 . "$top_srcdir/tests/cli/lib.sh"
 
 test_expect_success 'setup: 60000 events over 20000 devices' '
@@ -14,6 +15,14 @@ test_expect_success 'read-ahead and plain runs give the same rows (short keys)' 
     test_cmp want got &&
     awk -F"\"count\":" "{ split(\$2, a, \",\"); n += a[1] } END { print n }" got > total &&
     echo 60000 > total.want && test_cmp total.want total
+'
+
+test_expect_success 'sliding windows with lateness: same rows' '
+    A="--key deviceId --slide 2m --every 30s --allowed-lateness 1m --agg count,p99(cpuUsage)" &&
+    "$TELEM" window --no-watermarks $A ev > got3 &&
+    "$TELEM" window --no-watermarks $A --where true ev > want3 &&
+    test_cmp want3 got3 &&
+    test "$(wc -l < got3)" -gt 60000
 '
 
 test_expect_success 'keys longer than the read-ahead keeps: same rows' '
