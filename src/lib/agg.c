@@ -1911,6 +1911,20 @@ out:
     return rc;
 }
 
+void tlm_aggs_prefetch_tails(const struct tlm_aggs *a, const void *state)
+{
+    if (a->o.sketch == TLM_AGGS_DDSKETCH)
+        return;
+    for (size_t i = 0; i < a->nslots; i++) {
+        if (a->slots[i].kind != K_QUANT)
+            continue;
+        const struct tlm_tdigest *t;
+        memcpy(&t, (const char *)state + a->slots[i].off, sizeof(t));
+        if (t)
+            tlm_tdigest_prefetch_tail(t);
+    }
+}
+
 void tlm_aggs_prefetch(const struct tlm_aggs *a, const void *state)
 {
     for (size_t i = 0; i < a->nslots; i++) {

@@ -217,5 +217,8 @@ size_t tlm_aggs_heap_bytes(const struct tlm_aggs *a, const void *state);
  * it a few events ahead, so that their first touch is not a cache miss). No effect on
  * results. */
 void tlm_aggs_prefetch(const struct tlm_aggs *a, const void *state);
+/* The next step, once the sketches themselves have arrived: the place in each t-digest's
+ * buffer the next sample goes to. */
+void tlm_aggs_prefetch_tails(const struct tlm_aggs *a, const void *state);
 
 #endif

@@ -303,6 +303,12 @@ int tlm_tdigest_add(struct tlm_tdigest *t, double x)
     return 0;
 }
 
+void tlm_tdigest_prefetch_tail(const struct tlm_tdigest *t)
+{
+    if (t->nbuf < t->bcap)
+        __builtin_prefetch(&t->buf[t->nbuf], 1);
+}
+
 int tlm_tdigest_merge(struct tlm_tdigest *dst, const struct tlm_tdigest *src)
 {
     if (src->n == 0)

@@ -57,6 +57,8 @@ void tlm_tdigest_destroy(struct tlm_tdigest *t);
  * or TLM_ENOMEM (t unchanged and still valid). Amortised cost: tens of ns (samples are
  * buffered and merged in batches). */
 int tlm_tdigest_add(struct tlm_tdigest *t, double x);
+/* Hints the CPU to fetch the buffer slot the next tlm_tdigest_add writes. */
+void tlm_tdigest_prefetch_tail(const struct tlm_tdigest *t);
 
 /* Adds the samples summarised by src (borrowed for the call; not changed) to dst. Two raw
  * digests whose total fits dst's raw buffer stay raw (exact); otherwise the result is a

@@ -938,9 +938,10 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
             __builtin_prefetch(k);
             __builtin_prefetch((const char *)k + 64);
         }
-    } else if (pass == 2 || pass == 3) {
+    } else {
         /* the key's newest windows, as many as cover one event (they are in start
-         * order), then (pass 3) the sketches their states point to */
+         * order), then (pass 3) the sketches their states point to, then (pass 4) the
+         * buffer slots of those sketches */
         const struct wkey *k = hint->p;
         if (!k)
             return;
@@ -949,6 +950,10 @@ void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int 
             const struct win *x = k->wins[i];
             if (pass == 3) {
                 tlm_aggs_prefetch(w->aggs, x->state);
+                continue;
+            }
+            if (pass == 4) {
+                tlm_aggs_prefetch_tails(w->aggs, x->state);
                 continue;
             }
             for (size_t off = 0; off < sizeof(*x) + w->state_size; off += 64)

@@ -96,15 +96,15 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
  * events' calls in between, with no change to w between the passes of one event. It
  * only reads the engine and prefetches what the add will touch: the key's table slot
  * (0), the key (1), its newest windows, as many as cover one event (size / every), and
- * their state blocks (2), the sketches those states point to (3). hint carries state
- * between the passes. */
+ * their state blocks (2), the sketches those states point to (3), the buffer slots
+ * those sketches write next (4). hint carries state between the passes. */
 struct tlm_window_hint {
     uint64_t hash;
     const void *p;
     uint32_t len;  /* length of the key text in text, 0 when pass 0 did not keep it */
     char text[52]; /* the rendered key (a longer one is not kept) */
 };
-#define TLM_WINDOW_PREFETCH_PASSES 4
+#define TLM_WINDOW_PREFETCH_PASSES 5
 void tlm_window_prefetch(struct tlm_window *w, const struct tlm_jval *keys, int pass,
                          struct tlm_window_hint *hint);
 
