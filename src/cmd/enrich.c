@@ -1274,7 +1274,7 @@ int cmd_enrich(int argc, char **argv)
         ops.prefetch = prefetch;
     ops.prefetch_passes = TLM_TABLE_PREFETCH_PASSES;
     ops.on_watermark = on_watermark;
-    ops.on_end = on_end;
+    ops.on_end = c.join ? on_end : NULL; /* only a join holds events until the end */
     ops.on_flush = on_flush;
     ops.on_reload = on_reload;
     ops.shape = shape;

@@ -924,18 +924,22 @@ static int k_advanced(struct stage *st, int force_emit, struct tlm_error *err)
     return 0;
 }
 
+static const char *k_name(void *ctx);
+
 static int k_next(void *ctx, const char **line, size_t *len, int timeout_ms, struct tlm_error *err)
 {
     struct stage *st = ctx;
     int32_t p;
     int64_t off;
-    int rc = tlm_kafka_in_next(st->kin, line, len, &p, &off, 0, err);
+    int rc;
+    *line = NULL;
+    rc = tlm_kafka_in_next(st->kin, line, len, &p, &off, 0, err);
     if (rc == TLM_EAGAIN && timeout_ms != 0) {
         if (st->kblock && (rc = st->kblock(st->kblock_arg)))
             return rc;
         rc = tlm_kafka_in_next(st->kin, line, len, &p, &off, timeout_ms, err);
     }
-    if (rc != 1)
+    if (rc != 1 && !(rc == TLM_EPARSE && *line))
         return rc;
     struct kpart *kp = &st->kp[p];
     if (!st->kfirst)
@@ -945,7 +949,9 @@ static int k_next(void *ctx, const char **line, size_t *len, int timeout_ms, str
     if (st->c->idle_timeout)
         kp->t_last = now_s();
     st->koffset = off;
-    return 1;
+    if (rc != 1) /* a message the source could not make a line of: rejected at its offset */
+        tlm_error_at(err, k_name(st), off, 0, -1);
+    return rc;
 }
 
 static const char *k_name(void *ctx)
@@ -1534,6 +1540,14 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         } else if (rc != TLM_EAGAIN) {
             goto fail;
         }
+#ifdef HAVE_KAFKA
+        /* a failed delivery to a Kafka output ends the run at once (the producer drops
+         * what comes after it) */
+        if (tlm_kafka_out_failed(st.kout)) {
+            rc = tlm_kafka_out_check(st.kout, &err);
+            goto fail;
+        }
+#endif
         if (got_stop || eof)
             break;
         if (got_reload) {
@@ -1613,8 +1627,13 @@ int stage_run(const struct cli_common *c, const struct stage_ops *ops)
         else
             tlm_kafka_out_close(st.kout, NULL);
         st.kout = NULL;
-        /* without --state the output, now written, covers the offsets handled */
-        for (int32_t p = 0; !rc1 && !rc2 && st.kin && !c->state && p < st.nkp; p++)
+        /* without --state the output, now written, covers the offsets handled; but not
+         * after a stop by a signal in a command that holds events until the end of
+         * input (window, cep, enrich, remote-write): what it held was never written,
+         * so the group keeps the offsets and delivers those events again */
+        for (int32_t p = 0; !rc1 && !rc2 && st.kin && !c->state && !(got_stop && ops->on_end) &&
+                            p < st.nkp;
+             p++)
             if (st.kp[p].live && st.kp[p].next >= 0)
                 rc2 = tlm_kafka_in_commit(st.kin, p, st.kp[p].next, &err);
 #endif

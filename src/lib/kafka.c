@@ -424,8 +424,22 @@ int tlm_kafka_in_next(struct tlm_kafka_in *k, const char **line, size_t *len,
                 continue; /* transient (the client retries), or not ours (any more) */
             p->expect = m->offset + 1;
             p->eof = 0;
-            if (make_line(k, m, err))
+            if (make_line(k, m, err)) {
+                /* a message that cannot be a line (a key that is not UTF-8): rejected
+                 * by the caller with its own value, partition and offset */
+                if (err && err->code == TLM_EPARSE) {
+                    tlm_buf_reset(&k->line);
+                    if (tlm_buf_append(&k->line, m->payload ? m->payload : "", m->len) ||
+                        tlm_buf_reserve(&k->line, 1))
+                        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                    k->line.data[k->line.len] = '\0';
+                    *line = k->line.data;
+                    *len = k->line.len;
+                    *partition = m->partition;
+                    *offset = m->offset;
+                }
                 return err ? err->code : TLM_EPARSE;
+            }
             *line = k->line.data;
             *len = k->line.len;
             *partition = m->partition;
@@ -538,7 +552,7 @@ static void fail_out(struct tlm_kafka_out *o, const char *fmt, const char *what)
 {
     pthread_mutex_lock(&o->mu);
     if (!o->failed) {
-        o->failed = 1;
+        __atomic_store_n(&o->failed, 1, __ATOMIC_RELEASE);
         snprintf(o->why, sizeof(o->why), fmt, o->u.name, what);
     }
     pthread_mutex_unlock(&o->mu);
@@ -740,6 +754,11 @@ int tlm_kafka_out_check(struct tlm_kafka_out *o, struct tlm_error *err)
         rc = tlm_error_set(err, TLM_EIO, "%s", o->why);
     pthread_mutex_unlock(&o->mu);
     return rc;
+}
+
+int tlm_kafka_out_failed(struct tlm_kafka_out *o)
+{
+    return o && __atomic_load_n(&o->failed, __ATOMIC_ACQUIRE);
 }
 
 int tlm_kafka_out_sync(struct tlm_kafka_out *o, long long written, struct tlm_error *err)

@@ -104,6 +104,10 @@ struct tlm_kafka_out *tlm_kafka_out_create(const char *url, int *fd, struct tlm_
 /* Reports a delivery failure met so far: 0, or TLM_EIO with err filled. */
 int tlm_kafka_out_check(struct tlm_kafka_out *o, struct tlm_error *err);
 
+/* Whether a delivery has failed (cheap: for the caller's loop; the reason comes from
+ * tlm_kafka_out_check). NULL is fine. */
+int tlm_kafka_out_failed(struct tlm_kafka_out *o);
+
 /* Waits until the first `written` bytes written into the pipe are produced and every
  * message is acknowledged by the brokers. Returns 0 or TLM_EIO with err filled. */
 int tlm_kafka_out_sync(struct tlm_kafka_out *o, long long written, struct tlm_error *err);

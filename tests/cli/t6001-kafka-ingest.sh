@@ -1,7 +1,8 @@
 #!/bin/sh
 # t6001: Kafka input and output on librdkafka's mock cluster: keyed production, group
-# consumption with key and partition fields, offsets, a topic that does not exist.
-KAFKA_TOPICS="events:4 rows:4"
+# consumption with key and partition fields, offsets, a topic that does not exist, a
+# message that cannot be a line, a stop without --state, a failed delivery.
+KAFKA_TOPICS="events:4 rows:4 bin:1 hold:2 big:1"
 . "$top_srcdir/tests/cli/kafka-lib.sh"
 
 test_expect_success 'keyed events go in; a group member reads each once' '
@@ -68,6 +69,43 @@ test_expect_success 'an input needs a group; passwords never come from the comma
     grep "sasl.password is never taken from the command line" err &&
     ! "$TELEM" ingest -i "kafka://$BOOT/events?group=g&no.such.property=1" 2> err &&
     grep "no.such.property" err
+'
+
+test_expect_success 'a message whose key is not UTF-8 is rejected with its own offset and value' '
+    "$MOCK" --produce "$BOOT" bin 6b "{\"a\":0}" &&
+    "$MOCK" --produce "$BOOT" bin fffe "{\"a\":1}" &&
+    "$MOCK" --produce "$BOOT" bin 6b "{\"a\":2}" &&
+    "$TELEM" ingest -i "kafka://$BOOT/bin?group=b&eof=1&key-field=k&$KOPT" --reject bin.rej > bin.out &&
+    printf "%s\n" "{\"k\":\"k\",\"a\":0}" "{\"k\":\"k\",\"a\":2}" > bin.want &&
+    test_cmp bin.want bin.out &&
+    echo "{\"source\":\"kafka://$BOOT/bin#0\",\"line\":1,\"reason\":\"message key is not UTF-8\",\"raw\":\"{\\\"a\\\":1}\"}" > bin.rwant &&
+    test_cmp bin.rwant bin.rej
+'
+
+test_expect_success 'a window stopped by SIGTERM without --state commits nothing it held' '
+    "$TELEM" gen -n 3000 --devices 4 --seed 3 > hold.ndjson &&
+    "$TELEM" window --key deviceId --tumble 1s --agg count --no-watermarks -i hold.ndjson | sort > hold.want &&
+    produce hold hold.ndjson &&
+    "$TELEM" window --key deviceId --tumble 1s --agg count --no-watermarks \
+        -i "kafka://$BOOT/hold?group=h&$KOPT" > hold1.out 2> hold1.err &
+    w=$! &&
+    wait_for hold1.out deviceId &&
+    kill -TERM $w && { wait $w; test $? = 143; } &&
+    test "$(wc -l < hold1.out)" -lt "$(wc -l < hold.want)" &&
+    "$TELEM" window --key deviceId --tumble 1s --agg count --no-watermarks \
+        -i "kafka://$BOOT/hold?group=h&eof=1&$KOPT" | sort > hold2.out &&
+    test_cmp hold.want hold2.out
+'
+
+test_expect_success 'a failed delivery ends the run at once, naming the reason' '
+    mkfifo big.fifo &&
+    { awk "BEGIN { printf \"{\\\"x\\\":\\\"\"; for (i = 0; i < 1100000; i++) printf \"a\"; print \"\\\"}\" }" &&
+      sleep 1 && echo "{\"x\":1}" && sleep 300; } > big.fifo &
+    feeder=$! &&
+    { timeout 60 "$TELEM" ingest -i big.fifo -o "kafka://$BOOT/big" 2> big.err; echo $? > big.rc; } &&
+    kill $feeder 2> /dev/null; pkill -P $feeder sleep 2> /dev/null;
+    echo 1 > big.rcwant && test_cmp big.rcwant big.rc &&
+    grep "kafka://$BOOT/big: cannot produce: " big.err
 '
 
 test_done
