@@ -545,8 +545,18 @@ struct comp {
     int cur, following;
     int stop_of[CEP_MAX_STAGES];
     int ftc;                 /* followingTakeCondition: take of what may follow, -1 none */
+    int last_stage;          /* the stage whose sink is the final state, or -1 */
     int fail;
 };
+
+/* Whether the stage being compiled is greedy in effect. Flink makes a stage greedy by
+ * adding "and not the loop's take" to the transitions of the state after it; the final
+ * state has none, so a greedy last stage matches as a plain one (GreedyITCase's
+ * testEndWith* cases: c a* greedy gives [c], [c a1], [c a1 a2], ...). */
+static int is_greedy(const struct comp *k)
+{
+    return k->p->st[k->cur].greedy && k->cur != k->last_stage;
+}
 
 static int cnew(struct comp *k, int kind, int a, int b)
 {
@@ -697,13 +707,12 @@ static int copy_without_nots(struct comp *k, int sink)
 
 static int singleton(struct comp *k, int sink, int proceed, int take, int ignore, int optional)
 {
-    const struct cep_stage *st = &k->p->st[k->cur];
     int s = snew(k, k->cur, CEP_NORMAL);
     int sinkc = copy_without_nots(k, sink);
     int pc = c_true(k);
     edge(k, s, CEP_TAKE, sinkc, take);
     if (optional) {
-        if (st->greedy)
+        if (is_greedy(k))
             pc = greedy_cond(k, pc, take, ignore);
         edge(k, s, CEP_PROCEED, proceed, pc);
     }
@@ -714,7 +723,7 @@ static int singleton(struct comp *k, int sink, int proceed, int take, int ignore
             edge(k, is, CEP_TAKE, sinkc, take);
             edge(k, is, CEP_IGNORE, is, ignore);
             add_stop_states(k, is);
-            if (st->greedy)
+            if (is_greedy(k))
                 edge(k, is, CEP_PROCEED, proceed, pc);
         }
         edge(k, s, CEP_IGNORE, is, ignore);
@@ -742,7 +751,7 @@ static int looping(struct comp *k, int sink)
     int take = until_ext(k, c_take(k, k->cur), 1);
     int ign = until_ext(k, ignore_cond(k, k->cur, st->inner), 0);
     int pc = c_true(k);
-    if (st->greedy)
+    if (is_greedy(k))
         pc = greedy_cond(k, pc, take, ign);
     int l = snew(k, k->cur, CEP_NORMAL);
     edge(k, l, CEP_PROCEED, sink, pc);
@@ -753,7 +762,7 @@ static int looping(struct comp *k, int sink)
         edge(k, is, CEP_TAKE, l, take);
         edge(k, is, CEP_IGNORE, is, ign);
         edge(k, l, CEP_IGNORE, is, ign);
-        if (st->greedy)
+        if (is_greedy(k))
             edge(k, is, CEP_PROCEED, sink, pc);
         add_stop_to_looping(k, is);
     }
@@ -807,6 +816,7 @@ static int compile_nfa(struct tlm_cep_pattern *p, struct tlm_error *err)
     int last = snew(&k, -1, CEP_FINAL);
     int i = (int)p->n - 1;
     k.following = -1;
+    k.last_stage = p->st[i].contig == CEP_NOT_FOLLOW ? -1 : i;
     if (p->st[i].contig == CEP_NOT_FOLLOW) {
         k.cur = i;
         int pend = snew(&k, i, CEP_PENDING);
@@ -890,9 +900,8 @@ static int finish(struct tlm_cep_pattern *p, struct tlm_error *err)
     if (p->skip == CEP_SKIP_FIRST || p->skip == CEP_SKIP_LAST) {
         if (p->skip_stage < 0)
             return perr(err, 1, "skip: no such stage%s", NULL);
-        if (p->skip == CEP_SKIP_FIRST && p->skip_stage == 0)
-            return perr(err, 1, "skip to first %s would loop forever (it is the first stage)",
-                        p->st[0].name);
+        /* skip to first <first stage>: the match's own first event, so nothing is pruned
+         * (Flink CEP without throwExceptionOnMiss: no skip in effect) */
     }
     for (size_t i = 0; i < p->n; i++) {
         struct cep_stage *s = &p->st[i];
@@ -1084,18 +1093,31 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
         }
     }
     rtrim(t, &end);
-    for (;;) {
+    /* the modifiers, read from the end: each once, consecutive or combinations (not both),
+     * greedy not with combinations (Flink's Quantifier checks) */
+    for (int inner_set = 0;;) {
+        const char *why = NULL;
+        size_t w;
         if (ends_word(t + i, end - i, "greedy")) {
+            why = s.greedy ? "greedy is given twice" : NULL;
             s.greedy = 1;
-            end -= 6;
-        } else if (ends_word(t + i, end - i, "consecutive")) {
-            s.inner = CEP_STRICT;
-            end -= 11;
-        } else if (ends_word(t + i, end - i, "combinations")) {
-            s.inner = CEP_ANY;
-            end -= 12;
+            w = 6;
+        } else if (ends_word(t + i, end - i, "consecutive") ||
+                   ends_word(t + i, end - i, "combinations")) {
+            int any = ends_word(t + i, end - i, "combinations");
+            why = inner_set ? "either consecutive or combinations, once" : NULL;
+            inner_set = 1;
+            s.inner = any ? CEP_ANY : CEP_STRICT;
+            w = any ? 12 : 11;
         } else
             break;
+        if (!why && s.greedy && s.inner == CEP_ANY)
+            why = "greedy does not apply with combinations";
+        if (why) {
+            free(s.until_src);
+            return perr(err, (long)(off + end - w + 1), "%s", why);
+        }
+        end -= w;
         rtrim(t, &end);
     }
     if (end > i && t[end - 1] == '?') {
@@ -1129,6 +1151,13 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
             free(s.until_src);
             return perr(err, (long)(off + b + 1), "expected {n}, {n,} or {n,m}%s", NULL);
         }
+        for (const char *d = q; *d; d++) /* each count at most 100000 (as in documents) */
+            if (isdigit((unsigned char)*d) && (d == q || !isdigit((unsigned char)d[-1])) &&
+                (strspn(d, "0123456789") > 6 || atol(d) > 100000)) {
+                free(q);
+                free(s.until_src);
+                return perr(err, (long)(off + b + 1), "a count is at most 100000%s", NULL);
+            }
         free(q);
         if (s.min < 0 || s.max == 0) {
             free(s.until_src);
@@ -1174,8 +1203,15 @@ struct tlm_cep_pattern *tlm_cep_pattern_parse(const char *src, struct tlm_error 
     }
     /* find the trailing clauses: the first top-level word "within", "skip" or "no skip" */
     for (size_t i = 0; i < n; i++) {
-        if (!top_level(src, n, &i, &depth))
+        size_t at = i;
+        if (!top_level(src, n, &i, &depth)) {
+            if ((src[at] == '"' || src[at] == '\'') && i >= n) {
+                perr(err, (long)at + 1, "a string that is never closed (no %s after it)",
+                     src[at] == '"' ? "\"" : "'");
+                goto fail;
+            }
             continue;
+        }
         if ((i == 0 || isspace((unsigned char)src[i - 1])) &&
                  ((!strncmp(src + i, "within", 6) && isspace((unsigned char)src[i + 6])) ||
                   (!strncmp(src + i, "skip", 4) && isspace((unsigned char)src[i + 4])) ||
@@ -1184,7 +1220,8 @@ struct tlm_cep_pattern *tlm_cep_pattern_parse(const char *src, struct tlm_error 
             break;
         }
     }
-    /* the clauses */
+    /* the clauses, each at most once */
+    int seen_within = 0, seen_skip = 0;
     for (size_t i = clauses; i < n;) {
         while (i < n && isspace((unsigned char)src[i]))
             i++;
@@ -1192,6 +1229,10 @@ struct tlm_cep_pattern *tlm_cep_pattern_parse(const char *src, struct tlm_error 
             break;
         if (!strncmp(src + i, "within", 6)) {
             size_t j = i + 6, k;
+            if (seen_within++) {
+                perr(err, (long)i + 1, "within is given twice%s", NULL);
+                goto fail;
+            }
             while (j < n && isspace((unsigned char)src[j]))
                 j++;
             k = j;
@@ -1208,6 +1249,10 @@ struct tlm_cep_pattern *tlm_cep_pattern_parse(const char *src, struct tlm_error 
             i = k;
         } else if (!strncmp(src + i, "skip", 4) || !strncmp(src + i, "no skip", 7)) {
             size_t j = i;
+            if (seen_skip++) {
+                perr(err, (long)i + 1, "a skip strategy is given twice%s", NULL);
+                goto fail;
+            }
             while (j < n && strncmp(src + j, " within", 7))
                 j++;
             char *t = dupn(src + i, j - i);
@@ -1298,8 +1343,39 @@ struct tlm_cep_pattern *tlm_cep_pattern_from_json(const json_t *doc, struct tlm_
             jerr(err, "\"pattern\" must be a string in the pattern language");
             return NULL;
         }
-        if (!(p = tlm_cep_pattern_parse(json_string_value(v), err)))
+        json_t *w = json_object_get(doc, "within"), *sk = json_object_get(doc, "skip");
+        const char *text = json_string_value(v);
+        if ((w && !json_is_string(w)) || (sk && !json_is_string(sk))) {
+            jerr(err, "\"within\" and \"skip\" must be strings (a duration, a skip strategy)");
             return NULL;
+        }
+        if (!w && !sk && !(p = tlm_cep_pattern_parse(text, err)))
+            return NULL;
+        if (w || sk) {
+            /* the members are the text's trailing clauses (a clause given twice, in the
+             * text and as a member, is an error of the parser) */
+            struct tlm_buf b = TLM_BUF_INIT;
+            if (tlm_buf_puts(&b, text) ||
+                (w && tlm_buf_printf(&b, " within %s", json_string_value(w))) ||
+                (sk && tlm_buf_printf(&b, " %s", json_string_value(sk))) || tlm_buf_putc(&b, 0)) {
+                tlm_buf_free(&b);
+                tlm_error_set(err, TLM_ENOMEM, "out of memory");
+                return NULL;
+            }
+            p = tlm_cep_pattern_parse(b.data, err);
+            tlm_buf_free(&b);
+            if (!p) {
+                if (err && err->column > (long)strlen(text)) {
+                    char why[TLM_ERROR_TEXT];
+                    snprintf(why, sizeof(why), "%s", err->text);
+                    tlm_error_set(err, TLM_EPARSE, "pattern document: \"%s\": %s",
+                                  sk && (!w || strncmp(why, "within", 6) != 0) ? "skip" : "within",
+                                  why);
+                    err->column = 0;
+                }
+                return NULL;
+            }
+        }
     } else {
         json_t *stages = json_object_get(doc, "stages"), *s;
         size_t i;

@@ -249,6 +249,16 @@ static void test_nfa(void **state)
 
 /* GreedyITCase */
 static const struct row greedy_rows[] = {
+    /* a greedy last stage matches as a plain one (Flink adds its greedy condition to the
+     * state after the stage: the final state has no transitions) */
+    { "EndWithZeroOrMoreGreedy", "start: " N("c") " -> end: " N("a") "* greedy",
+      "c@1 a@2 a@3 dummy@4 a@5", "1|1 2|1 2 3|1 2 3 5", NULL },
+    { "EndWithZeroOrMoreConsecutiveGreedy", "start: " N("c") " -> end: " N("a") "* consecutive greedy",
+      "c@1 a@2 a@3 dummy@4 a@5", "1|1 2|1 2 3", NULL },
+    { "EndWithGreedyTimesRange", "start: " N("c") " -> end: " N("a") "{2,5} greedy",
+      "c@1 a@2 a@3 a@4 a@5 dummy@6", "1 2 3|1 2 3 4|1 2 3 4 5", NULL },
+    { "GreedyTimesRange", "start: " N("c") " -> middle: " N("a") "{2,5} greedy -> end: " N("d"),
+      "c@1 a@2 a@3 a@4 a@5 d@6", "1 2 3 4 5 6", NULL },
     { "GreedyZeroOrMore", "start: " N("c") " -> middle: " N("a") "* greedy -> end: " N("d"),
       "c@1 a@2 a@3 a@4 d@5", "1 2 3 4 5", NULL },
     { "GreedyZeroOrMoreConsecutiveEndWithOptional",
@@ -353,6 +363,18 @@ static const struct row skip_rows[] = {
     { "SkipToFirstWithOptionalMatch",
       "x: contains(name, \"x\")* => b: contains(name, \"b\") => c: contains(name, \"c\") skip to first b",
       "ab1@0 c1@0 ab2@0 c2@0", "1 2|3 4", NULL },
+    { "SkipToFirstAtStartPosition",
+      "b: contains(name, \"b\") => c: contains(name, \"c\") skip to first b",
+      "ab1@0 c1@0 ab2@0 c2@0", "1 2|3 4", NULL },
+    { "SkipToFirstWithOneOrMoreAtBeginning",
+      "a: contains(name, \"a\")+ consecutive greedy => b: contains(name, \"b\") skip to first a",
+      "a1@0 a2@0 a3@0 b1@0", "1 2 3 4|2 3 4|3 4", NULL },
+    { "SkipToLastWithOneOrMoreAtBeginning",
+      "a: contains(name, \"a\")+ consecutive greedy => b: contains(name, \"b\") skip to last a",
+      "a1@0 a2@0 a3@0 b1@0", "1 2 3 4|3 4", NULL },
+    { "SkipPastLastWithOneOrMoreAtBeginning",
+      "a: contains(name, \"a\")+ consecutive greedy => b: contains(name, \"b\") skip past last event",
+      "a1@0 a2@0 a3@0 b1@0", "1 2 3 4", NULL },
 };
 
 static void test_skip(void **state)
@@ -516,7 +538,17 @@ static void test_errors(void **state)
         { "a: x -> a: y", 9, "two stages are named 'a'" },
         { "a: x -> b: y within 3 parsecs", 21, "within: expected a duration" },
         { "a: x -> b: y skip to first c", 14, "no stage named 'c'" },
-        { "a: x -> b: y skip to first a", 1, "loop forever" },
+        { "a: x -> b: y+ consecutive combinations", 15, "either consecutive or combinations, once" },
+        { "a: x -> b: y+ combinations greedy", 15, "greedy does not apply with combinations" },
+        { "a: x -> b: y+ greedy greedy", 15, "greedy is given twice" },
+        { "a: x -> b: y+ greedy consecutive", 0, NULL },
+        { "a: x -> b: y{4294967298}", 13, "a count is at most 100000" },
+        { "a: x -> b: y{2,100001}", 13, "a count is at most 100000" },
+        { "a: x -> b: y{100000}", 0, NULL },
+        { "a: x -> b: y within 1s within 2s", 24, "within is given twice" },
+        { "a: x -> b: y skip to next within 1s skip past last event", 37, "a skip strategy is given twice" },
+        { "a: x -> b: t == \"b", 17, "a string that is never closed (no \" after it)" },
+        { "a: x -> b: t == 'y within 5s", 17, "never closed (no ' after it)" },
         { "a: x+ greedy", 1, NULL },
         { "a: x greedy -> b: y", 1, "greedy applies to a quantified stage" },
         { "a: x -> b: y{2} until z", 9, "until applies to a stage that loops" },
@@ -571,6 +603,35 @@ static void test_documents(void **state)
     tlm_cep_pattern_destroy(a);
     tlm_cep_pattern_destroy(b);
     tlm_cep_pattern_destroy(c);
+
+    /* the "pattern" form: "within" and "skip" members are its trailing clauses (the same
+     * pattern as the text with them), and not both */
+    doc = json_loads("{\"id\":\"cart\",\"pattern\":\"start: metric == \\\"app_start\\\" -> "
+                     "items: metric == \\\"add\\\"+ -> !checkout: metric == \\\"checkout\\\"\","
+                     "\"within\":\"24h\",\"skip\":\"skip past last event\"}", 0, NULL);
+    assert_non_null(doc);
+    a = tlm_cep_pattern_from_json(doc, &err);
+    assert_non_null(a);
+    b = tlm_cep_pattern_parse("start: metric == \"app_start\" -> items: metric == \"add\"+ -> "
+                              "!checkout: metric == \"checkout\" within 24h skip past last event", &err);
+    assert_non_null(b);
+    tlm_cep_pattern_set_id(b, "cart");
+    ja = tlm_cep_pattern_to_json(a);
+    jb = tlm_cep_pattern_to_json(b);
+    assert_true(json_equal(ja, jb));
+    json_decref(ja);
+    json_decref(jb);
+    json_decref(doc);
+    tlm_cep_pattern_destroy(a);
+    tlm_cep_pattern_destroy(b);
+    doc = json_loads("{\"pattern\":\"a: x -> b: y within 1s\",\"within\":\"2s\"}", 0, NULL);
+    assert_null(tlm_cep_pattern_from_json(doc, &err));
+    assert_non_null(strstr(err.text, "\"within\": within is given twice"));
+    json_decref(doc);
+    doc = json_loads("{\"pattern\":\"a: x -> b: y\",\"within\":\"5 minutes\"}", 0, NULL);
+    assert_null(tlm_cep_pattern_from_json(doc, &err));
+    assert_non_null(strstr(err.text, "\"within\": within: expected a duration"));
+    json_decref(doc);
 }
 
 
