@@ -105,6 +105,7 @@ struct ceng {
     struct tlm_rules *rs;            /* NULL without --rules / --control */
     struct slot {                    /* per pattern engine slot */
         char *scope;                 /* scope key of a per-customer pattern rule */
+        char *extra;                 /* ,"name":...,"description":... of a pattern rule */
         int from_rule;
     } *slots;
     size_t nslots;
@@ -314,11 +315,14 @@ static int put_events(struct tlm_buf *b, const struct tlm_cep_match *m)
     return rc;
 }
 
-static int write_default(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_match *m)
+static int write_default(struct cctx *c, struct tlm_buf *b, const struct tlm_cep_match *m,
+                         size_t pi)
 {
     const char *id = tlm_cep_pattern_id(m->pattern);
     int rc = tlm_buf_puts(b, "{\"pattern\":");
     rc |= tlm_json_put_string(b, id, strlen(id));
+    if (pi < c->e->nslots && c->e->slots[pi].extra)
+        rc |= tlm_buf_puts(b, c->e->slots[pi].extra);
     if (c->key_field) {
         rc |= tlm_buf_puts(b, ",\"key\":");
         rc |= tlm_buf_append(b, m->key, m->keylen);
@@ -396,7 +400,7 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
                 return tlm_error_set(err, TLM_ENOMEM, "out of memory");
             return rc ? tlm_writer_end_line(c->timeouts, err) : 0;
         }
-        if (write_default(c, &c->timeouts->buf, m))
+        if (write_default(c, &c->timeouts->buf, m, pi))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         return tlm_writer_end_line(c->timeouts, err);
     }
@@ -407,7 +411,7 @@ static int emit(void *arg, const struct tlm_cep_match *m, struct tlm_error *err)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         return rc ? stage_rows(c->st, 1, err) : 0;
     }
-    if (write_default(c, b, m))
+    if (write_default(c, b, m, pi))
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     return stage_rows(c->st, 1, err);
 }
@@ -431,7 +435,7 @@ static int grow_slots(struct cctx *c)
         return TLM_ENOMEM;
     c->e->temit = t;
     for (size_t i = c->e->nslots; i < n; i++) {
-        c->e->slots[i] = (struct slot){ .scope = NULL, .from_rule = 0 };
+        c->e->slots[i] = (struct slot){ .scope = NULL, .extra = NULL, .from_rule = 0 };
         c->e->emit[i] = c->e->temit[i] = NULL;
     }
     c->e->nslots = n;
@@ -493,7 +497,8 @@ static void remove_pattern(struct cctx *c, const char *id)
     tlm_cep_template_destroy(c->e->temit[i]);
     c->e->emit[i] = c->e->temit[i] = NULL;
     free(c->e->slots[i].scope);
-    c->e->slots[i].scope = NULL;
+    free(c->e->slots[i].extra);
+    c->e->slots[i].scope = c->e->slots[i].extra = NULL;
     c->e->active--;
 }
 
@@ -524,6 +529,22 @@ static int add_pattern_rule(struct cctx *c, const char *id, const json_t *doc,
         if (!t)
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         c->e->slots[i].scope = t;
+    }
+    {
+        /* the rule's name and description, copied into its matches as into alerts */
+        const char *nm = json_string_value(json_object_get(doc, "name"));
+        const char *ds = json_string_value(json_object_get(doc, "description"));
+        struct tlm_buf x = TLM_BUF_INIT;
+        int bad = 0;
+        if (nm)
+            bad |= tlm_buf_puts(&x, ",\"name\":") || tlm_json_put_string(&x, nm, strlen(nm));
+        if (ds)
+            bad |= tlm_buf_puts(&x, ",\"description\":") || tlm_json_put_string(&x, ds, strlen(ds));
+        if (bad || ((nm || ds) && tlm_buf_putc(&x, 0))) {
+            tlm_buf_free(&x);
+            return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+        }
+        c->e->slots[i].extra = x.data; /* NULL without either */
     }
     if (esrc || c->emit_src) {
         c->e->emit[i] = tlm_cep_template_create(tlm_cep_get(c->e->cep, i), esrc ? esrc : c->emit_src, &e);
@@ -1174,6 +1195,7 @@ static void engine_free(struct ceng *e)
         tlm_cep_template_destroy(e->emit[i]);
         tlm_cep_template_destroy(e->temit[i]);
         free(e->slots[i].scope);
+        free(e->slots[i].extra);
     }
     free(e->emit);
     free(e->temit);

@@ -1093,6 +1093,8 @@ static int parse_stage(struct tlm_cep_pattern *p, const char *src, size_t off, s
         }
     }
     rtrim(t, &end);
+    if (ends_word(t + i, end - i, "until"))
+        return perr(err, (long)(off + end - 5 + 1), "expected a condition after until%s", NULL);
     /* the modifiers, read from the end: each once, consecutive or combinations (not both),
      * greedy not with combinations (Flink's Quantifier checks) */
     for (int inner_set = 0;;) {
@@ -1323,13 +1325,38 @@ static int jerr(struct tlm_error *err, const char *what)
     return TLM_EPARSE;
 }
 
+/* The first member of obj not in names (NULL-terminated), or NULL. */
+static const char *unknown_member(const json_t *obj, const char *const *names)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v) {
+        size_t i;
+        for (i = 0; names[i] && strcmp(names[i], k) != 0; i++)
+            ;
+        if (!names[i])
+            return k;
+    }
+    return NULL;
+}
+
 struct tlm_cep_pattern *tlm_cep_pattern_from_json(const json_t *doc, struct tlm_error *err)
 {
+    static const char *const doc_members[] = { "id", "pattern", "stages", "within", "skip", NULL };
+    static const char *const stage_members[] = { "name",  "where",    "contiguity", "inner", "min",
+                                                 "max",   "optional", "greedy",     "until", NULL };
     struct tlm_cep_pattern *p = NULL;
-    const char *id = NULL;
+    const char *id = NULL, *unknown;
     json_t *v;
+    char what[256];
     if (!json_is_object(doc)) {
         jerr(err, "expected an object");
+        return NULL;
+    }
+    if ((unknown = unknown_member(doc, doc_members))) {
+        snprintf(what, sizeof(what), "unknown member \"%.100s\" (members: id, pattern or stages, within, skip)",
+                 unknown);
+        jerr(err, what);
         return NULL;
     }
     v = json_object_get(doc, "id");
@@ -1395,6 +1422,11 @@ struct tlm_cep_pattern *tlm_cep_pattern_from_json(const json_t *doc, struct tlm_
             st.inner = CEP_RELAXED;
             st.min = st.max = 1;
             json_t *name = json_object_get(s, "name"), *where = json_object_get(s, "where");
+            if (json_is_object(s) && (unknown = unknown_member(s, stage_members))) {
+                snprintf(what, sizeof(what), "stage %zu: unknown member \"%.100s\"", i + 1, unknown);
+                jerr(err, what);
+                goto fail;
+            }
             if (!json_is_string(name) || !json_is_string(where)) {
                 jerr(err, "each stage needs \"name\" and \"where\" (strings)");
                 goto fail;

@@ -542,6 +542,7 @@ static void test_errors(void **state)
         { "a: x -> b: y+ combinations greedy", 15, "greedy does not apply with combinations" },
         { "a: x -> b: y+ greedy greedy", 15, "greedy is given twice" },
         { "a: x -> b: y+ greedy consecutive", 0, NULL },
+        { "a: x -> b: y+ until", 15, "expected a condition after until" },
         { "a: x -> b: y{4294967298}", 13, "a count is at most 100000" },
         { "a: x -> b: y{2,100001}", 13, "a count is at most 100000" },
         { "a: x -> b: y{100000}", 0, NULL },
@@ -627,6 +628,15 @@ static void test_documents(void **state)
     doc = json_loads("{\"pattern\":\"a: x -> b: y within 1s\",\"within\":\"2s\"}", 0, NULL);
     assert_null(tlm_cep_pattern_from_json(doc, &err));
     assert_non_null(strstr(err.text, "\"within\": within is given twice"));
+    json_decref(doc);
+    doc = json_loads("{\"pattern\":\"a: x -> b: y\",\"wihtin\":\"5m\"}", 0, NULL);
+    assert_null(tlm_cep_pattern_from_json(doc, &err));
+    assert_non_null(strstr(err.text, "unknown member \"wihtin\""));
+    json_decref(doc);
+    doc = json_loads("{\"stages\":[{\"name\":\"a\",\"where\":\"x\"},{\"name\":\"b\",\"wehre\":\"y\"}]}",
+                     0, NULL);
+    assert_null(tlm_cep_pattern_from_json(doc, &err));
+    assert_non_null(strstr(err.text, "stage 2: unknown member \"wehre\""));
     json_decref(doc);
     doc = json_loads("{\"pattern\":\"a: x -> b: y\",\"within\":\"5 minutes\"}", 0, NULL);
     assert_null(tlm_cep_pattern_from_json(doc, &err));
