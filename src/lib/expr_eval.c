@@ -26,6 +26,7 @@
 
 #include "buf.h"
 #include "expr_int.h"
+#include "time.h"
 
 struct evalctx {
     json_t *root;                    /* borrowed: $ */
@@ -1017,6 +1018,24 @@ static int f_number(struct evalctx *cx, const struct node *n, struct val *a, str
     return set_owned(cx, out, r);
 }
 
+/* epoch_ms(x): an RFC 3339 time as milliseconds since the epoch (a whole number when it
+ * falls on a millisecond); a number is returned as it is; anything else is nothing. */
+static int f_epoch_ms(struct evalctx *cx, const struct node *n, struct val *a, struct val *out)
+{
+    tlm_time_t t;
+    (void)n;
+    norm(&a[0]);
+    json_t *v = a[0].j;
+    if (json_is_number(v))
+        return set_owned(cx, out, json_incref(v));
+    if (!json_is_string(v) ||
+        tlm_time_parse_rfc3339(json_string_value(v), json_string_length(v), &t, NULL))
+        return 0;
+    if (t % 1000000 == 0)
+        return set_owned(cx, out, json_integer((json_int_t)(t / 1000000)));
+    return set_owned(cx, out, json_real((double)t / 1e6));
+}
+
 static int f_concat(struct evalctx *cx, const struct node *n, struct val *a, struct val *out)
 {
     int arrays = 1, any = 0;
@@ -1058,6 +1077,7 @@ static const struct func funcs[] = {
     { "contains", 2, 2, 0, RT_LOGICAL, { RT_VALUE, RT_VALUE }, f_contains },
     { "count", 1, 1, 1, RT_VALUE, { RT_NODES, RT_NODES }, f_count },
     { "ends_with", 2, 2, 0, RT_LOGICAL, { RT_VALUE, RT_VALUE }, f_starts },
+    { "epoch_ms", 1, 1, 0, RT_VALUE, { RT_VALUE, RT_VALUE }, f_epoch_ms },
     { "exists", 1, 1, 0, RT_LOGICAL, { RT_NODES, RT_NODES }, f_exists },
     { "first", 1, 1, 0, RT_VALUE, { RT_NODES, RT_NODES }, f_firstlast },
     { "floor", 1, 1, 0, RT_VALUE, { RT_VALUE, RT_VALUE }, f_round },
