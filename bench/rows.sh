@@ -54,7 +54,7 @@ row cep-two-stage --check=telemsame \
     'awk -f "$BENCH_DIR/peers/cep-hot-cool.awk"'
 
 row remote-write-encode --check=lines \
-    --note='each event to one sample in Prometheus text exposition (name{label} value timestamp), no network; jq and mlr print the same lines (compared sorted, they differ only in number formatting: telem writes 40.0 as 4e+01, mlr 0 as 0.0; telem writes samples grouped by batch and series, not in input order); the binary protobuf + snappy path (--format pb) is in bench/remote-write/run.sh' \
+    --note='each event to one sample in Prometheus text exposition (name{label} value timestamp), no network; jq and mlr print the same lines (compared sorted, they differ only in number formatting: mlr writes 0 as 0.0; telem writes samples grouped by batch and series, not in input order); the binary protobuf + snappy path (--format pb) is in bench/remote-write/run.sh' \
     --floor='cat' \
     '$TELEM remote-write --dry-run --format prom --name cpu --value cpuUsage --label deviceId --max-future 0' \
     'jq -r '"'"'"cpu{deviceId=\"\(.deviceId)\"} \(.cpuUsage) \(.timestamp)"'"'"'' \
