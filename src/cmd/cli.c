@@ -15,8 +15,13 @@
 static char progname[64] = "telem";
 
 const struct cli_opt cli_opts_io[] = {
+#ifdef HAVE_KAFKA
+    { "input", 'i', "<file>", "read <file> (repeatable; \"-\" stdin, the default), or kafka://H:P/T?group=G" },
+    { "output", 'o', "<file>", "write to <file> (or kafka://H:P/T?key=FIELD) instead of stdout" },
+#else
     { "input", 'i', "<file>", "read <file> (repeatable, in order; \"-\" is stdin; default stdin)" },
     { "output", 'o', "<file>", "write to <file> instead of stdout" },
+#endif
     { NULL, 0, NULL, NULL },
 };
 
