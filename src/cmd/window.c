@@ -22,6 +22,9 @@
 #include "stage.h"
 #include "window.h"
 
+/* The most sliding windows one event may belong to (--slide / --every). */
+#define WINDOW_MAX_PER_EVENT 10000
+
 static const char *const usage[] = {
     "telem window (--tumble <dur> | --slide <dur> --every <dur> | --session <gap>)",
     "             [--key <field>[,<field>...]] [--agg <list>] [--where <expr>] [<options>]",
@@ -637,6 +640,11 @@ int cmd_window(int argc, char **argv)
         cli_usage_error("--slide needs --every");
     if (c.wo.kind != TLM_WIN_SLIDE && c.wo.every)
         cli_usage_error("--every applies to --slide");
+    /* every event updates size / every windows: a huge ratio (--slide 1d --every 1ms)
+     * would spend minutes on one event, deaf to signals meanwhile */
+    if (c.wo.kind == TLM_WIN_SLIDE && c.wo.every > 0 && c.wo.size / c.wo.every > WINDOW_MAX_PER_EVENT)
+        cli_usage_error("--slide / --every: an event would be in %lld windows, at most %d allowed",
+                        (long long)(c.wo.size / c.wo.every), WINDOW_MAX_PER_EVENT);
     if (c.wo.top_n && !c.top_by)
         cli_usage_error("--top needs --by <aggregate name>");
     if (!c.wo.top_n && (c.top_by || c.wo.top_asc))
