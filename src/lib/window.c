@@ -851,10 +851,52 @@ static struct timer heap_pop(struct tlm_window *w)
     return top;
 }
 
+static int cmp_session_end(const void *a, const void *b)
+{
+    const struct win *p = *(struct win *const *)a, *q = *(struct win *const *)b;
+    if (p->end != q->end)
+        return p->end < q->end ? -1 : 1;
+    return (p->seq > q->seq) - (p->seq < q->seq);
+}
+
+/* The end of input: the sessions not fired yet fire in the order of their end, then of
+ * their creation (the heap's entries may still be at a session's end before it grew,
+ * and a restored heap has none of those), and every session is freed. */
+static int finish_sessions(struct tlm_window *w, struct tlm_buf *out, long *rows)
+{
+    size_t n = 0, m = 0;
+    int rc = 0;
+    for (size_t i = 0; i < w->nkeys; i++)
+        for (uint32_t j = 0; j < w->keys[i]->nwin; j++)
+            n += !w->keys[i]->wins[j]->fired;
+    struct win **due = malloc((n ? n : 1) * sizeof(*due));
+    if (!due)
+        return TLM_ENOMEM;
+    for (size_t i = 0; i < w->nkeys; i++)
+        for (uint32_t j = 0; j < w->keys[i]->nwin; j++)
+            if (!w->keys[i]->wins[j]->fired)
+                due[m++] = w->keys[i]->wins[j];
+    qsort(due, n, sizeof(*due), cmp_session_end);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        due[i]->fired = 1;
+        rc = emit_win(w, due[i], 1, out, rows);
+    }
+    free(due);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < w->nkeys; i++)
+        while (w->keys[i]->nwin)
+            drop_win(w, w->keys[i]->wins[w->keys[i]->nwin - 1]);
+    w->nheap = 0;
+    return 0;
+}
+
 static int fire_sessions(struct tlm_window *w, tlm_time_t wm, int finishing, struct tlm_buf *out,
                          long *rows)
 {
     int rc = 0;
+    if (finishing)
+        return finish_sessions(w, out, rows);
     while (rc == 0 && w->nheap && (finishing || w->heap[0].at <= wm)) {
         struct timer t = heap_pop(w);
         struct win *x = find_win_seq(t.key, t.seq);
