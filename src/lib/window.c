@@ -671,12 +671,15 @@ static int emit_range(struct tlm_window *w, struct range *r, int final, struct t
 static int top_changes(const struct tlm_window *w, struct range *r, struct win *x)
 {
     struct ranked a, b;
-    if (!r->nth && r->n > 1) {
-        /* not known since a restore: rank without writing. The top N found is the one
-         * written last, since an update of it would have been written */
-        int was = x->in_top;
-        free(rank_top(w, r));
-        x->in_top = was; /* x's update is not in the rows written last */
+    if (!r->nth && r->n > 1 && r->revision > 0) {
+        /* not known (a snapshot written before the top N was saved with it): rank with
+         * x's update. x in the top N now changes the rows written last; if not, the
+         * others are as written then (an update of them would have been written) */
+        struct ranked *v = rank_top(w, r);
+        if (!v)
+            return 1;
+        free(v);
+        return x->in_top;
     }
     if (x->in_top || r->ntop < (size_t)w->o.top_n || !r->nth)
         return 1;
@@ -1198,8 +1201,17 @@ int tlm_window_save(struct tlm_window *w, int (*put)(void *arg, const char *line
     for (size_t i = 0; i < w->nranges; i++) {
         struct range *r = w->ranges[i];
         tlm_buf_reset(&b);
-        rc |= tlm_buf_printf(&b, "{\"kind\":\"range\",\"start\":%lld,\"fired\":%d,\"rev\":%ld}",
+        rc |= tlm_buf_printf(&b, "{\"kind\":\"range\",\"start\":%lld,\"fired\":%d,\"rev\":%ld",
                              (long long)r->start, r->fired, (long)r->revision);
+        if (w->o.top_n > 0 && r->nth && isfinite(r->nth_v)) {
+            /* the top N written last (with the windows' "top" and "nth"), so that a late
+             * update after a restore is compared with it as in one run */
+            rc |= tlm_buf_printf(&b, ",\"ntop\":%zu,\"nth_v\":", r->ntop);
+            rc |= tlm_json_put_double(&b, r->nth_v);
+        } else if (w->o.top_n > 0 && r->nth && isnan(r->nth_v)) {
+            rc |= tlm_buf_printf(&b, ",\"ntop\":%zu,\"nth_v\":null", r->ntop);
+        }
+        rc |= tlm_buf_putc(&b, '}');
         if (rc || put(arg, b.data, b.len))
             goto fail;
     }
@@ -1216,6 +1228,13 @@ int tlm_window_save(struct tlm_window *w, int (*put)(void *arg, const char *line
                                  (long long)x->start, (long long)x->end,
                                  (unsigned long long)x->seq, (long)x->revision, x->fired);
             rc |= tlm_aggs_save(w->aggs, x->state, &b);
+            if (w->o.top_n > 0 && w->o.kind != TLM_WIN_SESSION) {
+                const struct range *r = w->ranges[i];
+                if (x->in_top)
+                    rc |= tlm_buf_puts(&b, ",\"top\":1");
+                if (r->nth == x && (isfinite(r->nth_v) || isnan(r->nth_v)))
+                    rc |= tlm_buf_puts(&b, ",\"nth\":1");
+            }
             rc |= tlm_buf_putc(&b, '}');
             if (rc || put(arg, b.data, b.len))
                 goto fail;
@@ -1266,6 +1285,15 @@ int tlm_window_load(struct tlm_window *w, const json_t *rec, struct tlm_error *e
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         r->fired = (int)fired;
         r->revision = (int32_t)rev;
+        json_t *ntop = json_object_get(rec, "ntop"), *nth_v = json_object_get(rec, "nth_v");
+        if (ntop || nth_v) {
+            if (!json_is_integer(ntop) || json_integer_value(ntop) < 1 ||
+                json_integer_value(ntop) > w->o.top_n ||
+                !(json_is_null(nth_v) || json_is_number(nth_v)))
+                return tlm_error_set(err, TLM_ESTATE, "bad range record");
+            r->ntop = (size_t)json_integer_value(ntop);
+            r->nth_v = json_is_null(nth_v) ? NAN : json_number_value(nth_v);
+        }
         return 0;
     }
     if (strcmp(kind, "window") == 0) {
@@ -1301,6 +1329,13 @@ int tlm_window_load(struct tlm_window *w, const json_t *rec, struct tlm_error *e
         if (!r || grow((void **)&r->wins, &r->cap, r->n + 1, sizeof(*r->wins)))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         r->wins[r->n++] = x;
+        x->in_top = json_is_true(json_object_get(rec, "top")) ||
+                    json_integer_value(json_object_get(rec, "top")) == 1;
+        if (json_integer_value(json_object_get(rec, "nth")) == 1) {
+            if (!r->ntop || !x->in_top)
+                return tlm_error_set(err, TLM_ESTATE, "bad window record");
+            r->nth = x;
+        }
         return 0;
     }
     return tlm_error_set(err, TLM_ESTATE, "unknown window state record '%s'", kind);
