@@ -334,7 +334,7 @@ static size_t sk_bytes(const struct tlm_aggs *a, const void *s)
     return tlm_tdigest_bytes(s);
 }
 
-static int sk_write(const struct tlm_aggs *a, void *s, struct tlm_buf *out)
+static int sk_write(const struct tlm_aggs *a, const void *s, struct tlm_buf *out)
 {
     if (a->o.sketch == TLM_AGGS_DDSKETCH)
         return tlm_ddsketch_write(s, out);

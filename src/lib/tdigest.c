@@ -477,13 +477,10 @@ size_t tlm_tdigest_bytes(const struct tlm_tdigest *t)
 
 /* ---------------------------------------------------------------- serialization */
 
-int tlm_tdigest_write(struct tlm_tdigest *t, struct tlm_buf *out)
+int tlm_tdigest_write(const struct tlm_tdigest *t, struct tlm_buf *out)
 {
-    if (t->ncent && t->nbuf) {
-        int rc = flush(t);
-        if (rc)
-            return rc;
-    }
+    /* the exact state, centroids and unmerged buffer as they are (merging the buffer
+     * here would change t, and so the rows, by when a snapshot is taken) */
     int bad = 0;
     bad |= tlm_buf_puts(out, "{\"c\":");
     bad |= tlm_json_write_number(out, t->delta);
@@ -504,15 +501,20 @@ int tlm_tdigest_write(struct tlm_tdigest *t, struct tlm_buf *out)
             bad |= tlm_json_write_number(out, t->c[i].weight);
             bad |= tlm_buf_putc(out, ']');
         }
-    } else {
+        bad |= tlm_buf_putc(out, ']');
+    }
+    if (t->ncent == 0 || t->nbuf) {
         bad |= tlm_buf_puts(out, ",\"r\":[");
         for (uint32_t i = 0; i < t->nbuf; i++) {
             if (i)
                 bad |= tlm_buf_putc(out, ',');
             bad |= tlm_json_put_double(out, t->buf[i]);
         }
+        bad |= tlm_buf_putc(out, ']');
+        if (t->sorted && t->nbuf > 1)
+            bad |= tlm_buf_puts(out, ",\"s\":true");
     }
-    bad |= tlm_buf_puts(out, "]}");
+    bad |= tlm_buf_putc(out, '}');
     return bad ? TLM_ENOMEM : 0;
 }
 
@@ -589,6 +591,15 @@ struct tlm_tdigest *tlm_tdigest_read(const char *json, size_t n, struct tlm_erro
         t->n = w;
     }
     size_t nr = r ? json_array_size(r) : 0;
+    if (nr > t->bmax) {
+        why = "\"r\" holds more samples than the buffer";
+        goto fail;
+    }
+    json_t *js = json_object_get(root, "s");
+    if (js && !json_is_boolean(js)) {
+        why = "\"s\" must be a boolean";
+        goto fail;
+    }
     for (size_t i = 0; i < nr; i++) {
         json_t *x = json_array_get(r, i);
         double v = json_is_number(x) ? json_number_value(x) : NAN;
@@ -600,6 +611,16 @@ struct tlm_tdigest *tlm_tdigest_read(const char *json, size_t n, struct tlm_erro
             tlm_error_set(err, TLM_ENOMEM, "t-digest: out of memory");
             goto fail_mem;
         }
+    }
+    if (json_is_true(js)) {
+        /* the buffer was sorted: keep its order as it is (sorting it again may swap
+         * equal samples, such as -0 and 0) */
+        for (size_t i = 1; i < t->nbuf; i++)
+            if (t->buf[i - 1] > t->buf[i]) {
+                why = "\"r\" is not sorted";
+                goto fail;
+            }
+        t->sorted = 1;
     }
     if (fabs(t->n - cnt) > 1e-9 * (cnt > 1 ? cnt : 1)) {
         why = "\"n\" differs from the total weight";

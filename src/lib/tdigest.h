@@ -91,15 +91,18 @@ size_t tlm_tdigest_bytes(const struct tlm_tdigest *t);
 /* Appends t to out as compact JSON:
  *   {"c":100,"n":3,"min":1.5,"max":9.0,"r":[1.5,9.0,2.0]}        raw state (samples, buffer order)
  *   {"c":100,"n":1234,"min":..,"max":..,"m":[[mean,weight],...]} digest state
- * ("min"/"max" are left out when empty). Reals are exact (shortest round trip), so reading
- * the text back gives a digest that answers and continues exactly as t does. Pending
- * samples of a digest are merged first (hence not const). out is borrowed for the call.
- * Returns 0 or TLM_ENOMEM (out may then hold a partial text after its old length). */
-int tlm_tdigest_write(struct tlm_tdigest *t, struct tlm_buf *out);
+ *   {"c":100,"n":1240,"min":..,"max":..,"m":[...],"r":[...]}     digest with unmerged samples
+ * ("min"/"max" are left out when empty; "s":true follows "r" when the buffer is sorted).
+ * Reals are exact (shortest round trip) and t is written as it is, nothing merged, so
+ * reading the text back gives a digest that answers and continues exactly as t does
+ * whenever it is written. out is borrowed for the call. Returns 0 or TLM_ENOMEM (out may
+ * then hold a partial text after its old length). */
+int tlm_tdigest_write(const struct tlm_tdigest *t, struct tlm_buf *out);
 
 /* Parses what tlm_tdigest_write wrote (json: n bytes, borrowed for the call, need not be
  * NUL-terminated) and checks it: compression in range, finite values, weights > 0, means
- * ascending and within [min, max], n equal to the total weight. Returns a new digest
+ * ascending and within [min, max], no more raw samples than the buffer's size, n equal to
+ * the total weight. Returns a new digest
  * (caller owns it; release with tlm_tdigest_destroy), or NULL with err (may be NULL)
  * filled: TLM_EPARSE for malformed JSON or content, TLM_ENOMEM. */
 struct tlm_tdigest *tlm_tdigest_read(const char *json, size_t n, struct tlm_error *err);

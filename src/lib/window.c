@@ -12,8 +12,10 @@
  * sessions need no heap surgery.
  *
  * Invariants: a key's windows are sorted by start and never overlap for sessions; a
- * window is in exactly one range (aligned kinds); fired ranges are a prefix of the
- * range array until cleaned up.
+ * window is in exactly one range (aligned kinds); ranges[0..nfired) have fired, so that
+ * an advance of the watermark looks only at the ranges after them that are due (a late
+ * event may fire one further on, which is skipped); a key's windows are dropped oldest
+ * first, from the front of its array without moving the others (off).
  */
 #include "window.h"
 
@@ -45,6 +47,7 @@ struct wkey {
     uint16_t tag;        /* low 16 bits of the hash, kept in its slot */
     uint32_t klen;
     uint32_t nwin, capwin;
+    uint32_t off;        /* windows dropped from the front: the allocation starts at wins - off */
     struct win **wins;   /* sorted by start; == inl while capwin <= WIN_INLINE */
     char *last;          /* --fill last: aggregate text of the last row, or NULL */
     struct win *inl[WIN_INLINE]; /* the first windows, without an allocation */
@@ -97,6 +100,7 @@ struct tlm_window {
 
     struct range **ranges; /* aligned kinds: sorted by start */
     size_t nranges, ranges_cap;
+    size_t nfired;         /* ranges[0..nfired) have all fired (the rest may have, too) */
     int64_t next_fill;     /* fill: start of the next range due to fire */
     int fill_started;
 
@@ -234,7 +238,7 @@ void tlm_window_destroy(struct tlm_window *w)
         for (uint32_t j = 0; j < k->nwin; j++)
             free_win(w, k->wins[j]);
         if (k->wins != k->inl)
-            free(k->wins);
+            free(k->wins - k->off);
         free(k->last);
         free(k);
     }
@@ -367,12 +371,25 @@ static struct wkey *get_key(struct tlm_window *w, const char *text, size_t n)
     return get_key_hashed(w, text, n, hash_bytes(text, n));
 }
 
+/* Where the window starting at start is or would go in k->wins (aligned kinds: one
+ * window per start, sorted). */
+static uint32_t win_pos(const struct wkey *k, int64_t start)
+{
+    uint32_t lo = 0, hi = k->nwin;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (k->wins[mid]->start < start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static struct win *find_win(struct wkey *k, int64_t start)
 {
-    for (uint32_t i = 0; i < k->nwin; i++)
-        if (k->wins[i]->start == start)
-            return k->wins[i];
-    return NULL;
+    uint32_t i = win_pos(k, start);
+    return i < k->nwin && k->wins[i]->start == start ? k->wins[i] : NULL;
 }
 
 /* The same, starting the search at *at (and wrapping), which is left just past the
@@ -382,12 +399,19 @@ static struct win *find_win(struct wkey *k, int64_t start)
 static struct win *find_win_at(struct wkey *k, int64_t start, uint32_t *at)
 {
     uint32_t n = k->nwin, i = *at < n ? *at : 0;
-    for (uint32_t c = 0; c < n; c++) {
-        if (k->wins[i]->start == start) {
-            *at = i + 1;
-            return k->wins[i];
-        }
-        i = i + 1 < n ? i + 1 : 0;
+    if (n == 0)
+        return NULL;
+    if (k->wins[i]->start == start) {
+        *at = i + 1;
+        return k->wins[i];
+    }
+    if (k->wins[n - 1]->start < start)
+        return NULL; /* a new window after all the others: the usual miss */
+    /* elsewhere (or absent): a binary search, not a walk over the key's windows */
+    i = win_pos(k, start);
+    if (i < n && k->wins[i]->start == start) {
+        *at = i + 1;
+        return k->wins[i];
     }
     return NULL;
 }
@@ -406,21 +430,29 @@ static struct win *new_win(struct tlm_window *w, struct wkey *k, int64_t start, 
     uint32_t i;
     if (!x)
         return NULL;
-    if (k->nwin + 1 > k->capwin) {
+    if (k->off + k->nwin + 1 > k->capwin && k->off && k->off >= k->nwin) {
+        /* as many slots free at the front as windows held: move them back (amortised
+         * over the drops that freed those slots) */
+        struct win **base = k->wins - k->off;
+        memmove(base, k->wins, k->nwin * sizeof(*base));
+        k->wins = base;
+        k->off = 0;
+    }
+    if (k->off + k->nwin + 1 > k->capwin) {
         /* capacities as grow() would give (4, 8, ...): the first WIN_INLINE are inline */
         uint32_t cap = k->capwin ? k->capwin * 2 : 4;
-        while (cap < k->nwin + 1)
+        while (cap < k->off + k->nwin + 1)
             cap *= 2;
         if (cap > WIN_INLINE) {
             struct win **nw = k->wins == k->inl ? malloc(cap * sizeof(*nw))
-                                                 : realloc(k->wins, cap * sizeof(*nw));
+                                                 : realloc(k->wins - k->off, cap * sizeof(*nw));
             if (!nw) {
                 free(x);
                 return NULL;
             }
             if (k->wins == k->inl)
                 memcpy(nw, k->inl, k->nwin * sizeof(*nw));
-            k->wins = nw;
+            k->wins = nw + k->off;
         }
         k->capwin = cap;
     }
@@ -442,8 +474,18 @@ static void drop_win(struct tlm_window *w, struct win *x)
     struct wkey *k = x->key;
     for (uint32_t i = 0; i < k->nwin; i++) {
         if (k->wins[i] == x) {
-            memmove(&k->wins[i], &k->wins[i + 1], (k->nwin - i - 1) * sizeof(*k->wins));
+            if (i == 0 && k->wins != k->inl) {
+                /* the oldest window (windows are freed oldest first): no move */
+                k->wins++;
+                k->off++;
+            } else {
+                memmove(&k->wins[i], &k->wins[i + 1], (k->nwin - i - 1) * sizeof(*k->wins));
+            }
             k->nwin--;
+            if (k->nwin == 0 && k->wins != k->inl) {
+                k->wins -= k->off;
+                k->off = 0;
+            }
             break;
         }
     }
@@ -543,6 +585,8 @@ static struct range *get_range(struct tlm_window *w, int64_t start)
     memmove(&w->ranges[pos + 1], &w->ranges[pos], (w->nranges - pos) * sizeof(*w->ranges));
     w->ranges[pos] = r;
     w->nranges++;
+    if (pos < w->nfired)
+        w->nfired = pos; /* not fired (yet): the prefix ends before it */
     return r;
 }
 
@@ -627,12 +671,15 @@ static int emit_range(struct tlm_window *w, struct range *r, int final, struct t
 static int top_changes(const struct tlm_window *w, struct range *r, struct win *x)
 {
     struct ranked a, b;
-    if (!r->nth && r->n > 1) {
-        /* not known since a restore: rank without writing. The top N found is the one
-         * written last, since an update of it would have been written */
-        int was = x->in_top;
-        free(rank_top(w, r));
-        x->in_top = was; /* x's update is not in the rows written last */
+    if (!r->nth && r->n > 1 && r->revision > 0) {
+        /* not known (a snapshot written before the top N was saved with it): rank with
+         * x's update. x in the top N now changes the rows written last; if not, the
+         * others are as written then (an update of them would have been written) */
+        struct ranked *v = rank_top(w, r);
+        if (!v)
+            return 1;
+        free(v);
+        return x->in_top;
     }
     if (x->in_top || r->ntop < (size_t)w->o.top_n || !r->nth)
         return 1;
@@ -693,22 +740,28 @@ static int emit_fill(struct tlm_window *w, int64_t start, int64_t end, struct ra
     return rc;
 }
 
-static void free_range(struct tlm_window *w, size_t pos)
+/* Frees the first n ranges and their windows (one move of the array for all). */
+static void free_ranges(struct tlm_window *w, size_t n)
 {
-    struct range *r = w->ranges[pos];
-    for (size_t i = 0; i < r->n; i++)
-        drop_win(w, r->wins[i]);
-    free(r->wins);
-    free(r);
-    memmove(&w->ranges[pos], &w->ranges[pos + 1], (w->nranges - pos - 1) * sizeof(*w->ranges));
-    w->nranges--;
+    for (size_t j = 0; j < n; j++) {
+        struct range *r = w->ranges[j];
+        for (size_t i = 0; i < r->n; i++)
+            drop_win(w, r->wins[i]);
+        free(r->wins);
+        free(r);
+    }
+    memmove(&w->ranges[0], &w->ranges[n], (w->nranges - n) * sizeof(*w->ranges));
+    w->nranges -= n;
+    w->nfired = w->nfired > n ? w->nfired - n : 0;
 }
 
 static int fire_ready_ranges(struct tlm_window *w, tlm_time_t wm, int finishing,
                              struct tlm_buf *out, long *rows)
 {
     int rc = 0;
-    for (size_t i = 0; i < w->nranges && rc == 0; i++) {
+    /* ranges are in start (so end) order: start past those known fired, stop at the
+     * first one not due */
+    for (size_t i = w->nfired; i < w->nranges && rc == 0; i++) {
         struct range *r = w->ranges[i];
         if (r->fired)
             continue;
@@ -741,10 +794,16 @@ static int fire_ready_ranges(struct tlm_window *w, tlm_time_t wm, int finishing,
             w->next_fill += w->o.every;
         }
     }
+    while (w->nfired < w->nranges && w->ranges[w->nfired]->fired)
+        w->nfired++;
     /* free what is past its lateness (or everything at the end) */
-    while (rc == 0 && w->nranges && w->ranges[0]->fired &&
-           (finishing || w->ranges[0]->end - MS + w->o.lateness <= wm))
-        free_range(w, 0);
+    if (rc == 0) {
+        size_t n = 0;
+        while (n < w->nranges && w->ranges[n]->fired &&
+               (finishing || w->ranges[n]->end - MS + w->o.lateness <= wm))
+            n++;
+        free_ranges(w, n);
+    }
     return rc;
 }
 
@@ -795,10 +854,52 @@ static struct timer heap_pop(struct tlm_window *w)
     return top;
 }
 
+static int cmp_session_end(const void *a, const void *b)
+{
+    const struct win *p = *(struct win *const *)a, *q = *(struct win *const *)b;
+    if (p->end != q->end)
+        return p->end < q->end ? -1 : 1;
+    return (p->seq > q->seq) - (p->seq < q->seq);
+}
+
+/* The end of input: the sessions not fired yet fire in the order of their end, then of
+ * their creation (the heap's entries may still be at a session's end before it grew,
+ * and a restored heap has none of those), and every session is freed. */
+static int finish_sessions(struct tlm_window *w, struct tlm_buf *out, long *rows)
+{
+    size_t n = 0, m = 0;
+    int rc = 0;
+    for (size_t i = 0; i < w->nkeys; i++)
+        for (uint32_t j = 0; j < w->keys[i]->nwin; j++)
+            n += !w->keys[i]->wins[j]->fired;
+    struct win **due = malloc((n ? n : 1) * sizeof(*due));
+    if (!due)
+        return TLM_ENOMEM;
+    for (size_t i = 0; i < w->nkeys; i++)
+        for (uint32_t j = 0; j < w->keys[i]->nwin; j++)
+            if (!w->keys[i]->wins[j]->fired)
+                due[m++] = w->keys[i]->wins[j];
+    qsort(due, n, sizeof(*due), cmp_session_end);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        due[i]->fired = 1;
+        rc = emit_win(w, due[i], 1, out, rows);
+    }
+    free(due);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < w->nkeys; i++)
+        while (w->keys[i]->nwin)
+            drop_win(w, w->keys[i]->wins[w->keys[i]->nwin - 1]);
+    w->nheap = 0;
+    return 0;
+}
+
 static int fire_sessions(struct tlm_window *w, tlm_time_t wm, int finishing, struct tlm_buf *out,
                          long *rows)
 {
     int rc = 0;
+    if (finishing)
+        return finish_sessions(w, out, rows);
     while (rc == 0 && w->nheap && (finishing || w->heap[0].at <= wm)) {
         struct timer t = heap_pop(w);
         struct win *x = find_win_seq(t.key, t.seq);
@@ -1044,7 +1145,7 @@ static int emit_early(struct tlm_window *w, tlm_time_t wm, struct tlm_buf *out, 
                 if (!w->keys[i]->wins[j]->fired)
                     rc = emit_win(w, w->keys[i]->wins[j], 0, out, rows);
     } else {
-        for (size_t i = 0; i < w->nranges && rc == 0; i++)
+        for (size_t i = w->nfired; i < w->nranges && rc == 0; i++)
             if (!w->ranges[i]->fired)
                 rc = emit_range(w, w->ranges[i], 0, out, rows);
     }
@@ -1100,8 +1201,17 @@ int tlm_window_save(struct tlm_window *w, int (*put)(void *arg, const char *line
     for (size_t i = 0; i < w->nranges; i++) {
         struct range *r = w->ranges[i];
         tlm_buf_reset(&b);
-        rc |= tlm_buf_printf(&b, "{\"kind\":\"range\",\"start\":%lld,\"fired\":%d,\"rev\":%ld}",
+        rc |= tlm_buf_printf(&b, "{\"kind\":\"range\",\"start\":%lld,\"fired\":%d,\"rev\":%ld",
                              (long long)r->start, r->fired, (long)r->revision);
+        if (w->o.top_n > 0 && r->nth && isfinite(r->nth_v)) {
+            /* the top N written last (with the windows' "top" and "nth"), so that a late
+             * update after a restore is compared with it as in one run */
+            rc |= tlm_buf_printf(&b, ",\"ntop\":%zu,\"nth_v\":", r->ntop);
+            rc |= tlm_json_put_double(&b, r->nth_v);
+        } else if (w->o.top_n > 0 && r->nth && isnan(r->nth_v)) {
+            rc |= tlm_buf_printf(&b, ",\"ntop\":%zu,\"nth_v\":null", r->ntop);
+        }
+        rc |= tlm_buf_putc(&b, '}');
         if (rc || put(arg, b.data, b.len))
             goto fail;
     }
@@ -1118,6 +1228,13 @@ int tlm_window_save(struct tlm_window *w, int (*put)(void *arg, const char *line
                                  (long long)x->start, (long long)x->end,
                                  (unsigned long long)x->seq, (long)x->revision, x->fired);
             rc |= tlm_aggs_save(w->aggs, x->state, &b);
+            if (w->o.top_n > 0 && w->o.kind != TLM_WIN_SESSION) {
+                const struct range *r = w->ranges[i];
+                if (x->in_top)
+                    rc |= tlm_buf_puts(&b, ",\"top\":1");
+                if (r->nth == x && (isfinite(r->nth_v) || isnan(r->nth_v)))
+                    rc |= tlm_buf_puts(&b, ",\"nth\":1");
+            }
             rc |= tlm_buf_putc(&b, '}');
             if (rc || put(arg, b.data, b.len))
                 goto fail;
@@ -1168,6 +1285,15 @@ int tlm_window_load(struct tlm_window *w, const json_t *rec, struct tlm_error *e
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         r->fired = (int)fired;
         r->revision = (int32_t)rev;
+        json_t *ntop = json_object_get(rec, "ntop"), *nth_v = json_object_get(rec, "nth_v");
+        if (ntop || nth_v) {
+            if (!json_is_integer(ntop) || json_integer_value(ntop) < 1 ||
+                json_integer_value(ntop) > w->o.top_n ||
+                !(json_is_null(nth_v) || json_is_number(nth_v)))
+                return tlm_error_set(err, TLM_ESTATE, "bad range record");
+            r->ntop = (size_t)json_integer_value(ntop);
+            r->nth_v = json_is_null(nth_v) ? NAN : json_number_value(nth_v);
+        }
         return 0;
     }
     if (strcmp(kind, "window") == 0) {
@@ -1203,6 +1329,13 @@ int tlm_window_load(struct tlm_window *w, const json_t *rec, struct tlm_error *e
         if (!r || grow((void **)&r->wins, &r->cap, r->n + 1, sizeof(*r->wins)))
             return tlm_error_set(err, TLM_ENOMEM, "out of memory");
         r->wins[r->n++] = x;
+        x->in_top = json_is_true(json_object_get(rec, "top")) ||
+                    json_integer_value(json_object_get(rec, "top")) == 1;
+        if (json_integer_value(json_object_get(rec, "nth")) == 1) {
+            if (!r->ntop || !x->in_top)
+                return tlm_error_set(err, TLM_ESTATE, "bad window record");
+            r->nth = x;
+        }
         return 0;
     }
     return tlm_error_set(err, TLM_ESTATE, "unknown window state record '%s'", kind);

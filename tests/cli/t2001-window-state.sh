@@ -68,4 +68,20 @@ test_expect_success '(3) 24 hourly runs carrying a snapshot equal one run over a
     test_cmp all.late late.ndjson
 '
 
+TD="--key deviceId --tumble 10s --agg count,p50(cpuUsage),p99(cpuUsage),quantile(temperature,0.9) --no-watermarks"
+
+test_expect_success '(4) t-digests with centroids and raw samples: a checkpoint every 1 ms and a split run give the rows of one run' '
+    "$TELEM" gen -n 40000 --devices 2 --rate 1000 --seed 2 > td &&
+    "$TELEM" window $TD td > td.want &&
+    test "$(wc -l < td.want)" = 8 &&
+    rm -f s4 &&
+    "$TELEM" window $TD --state s4 --drain --checkpoint-interval 1ms td > td.ckpt &&
+    test_cmp td.want td.ckpt &&
+    head -n 23457 td > td.1 && tail -n +23458 td > td.2 &&
+    rm -f s4 &&
+    "$TELEM" window $TD --state s4 td.1 > td.split &&
+    "$TELEM" window $TD --state s4 --drain td.2 >> td.split &&
+    test_cmp td.want td.split
+'
+
 test_done

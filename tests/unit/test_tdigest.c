@@ -294,6 +294,49 @@ static void test_serialize(void **state)
         tlm_tdigest_add(t, draw(&r, NORMAL) * 1e-3);
     round_trip(t);
     tlm_tdigest_destroy(t);
+
+    /* centroids and unmerged samples: written as they are, without merging (writing
+     * does not change the digest), and read back to the same state */
+    struct tlm_tdigest *t1 = tlm_tdigest_create(100), *t2 = tlm_tdigest_create(100);
+    struct tlm_buf b2 = TLM_BUF_INIT;
+    tlm_rng_seed(&r, 4);
+    for (int i = 0; i < 1000; i++) {
+        double x = draw(&r, NORMAL);
+        tlm_tdigest_add(t1, x);
+        tlm_tdigest_add(t2, x);
+        if (i % 7 == 0) {
+            tlm_buf_reset(&b);
+            assert_int_equal(tlm_tdigest_write(t1, &b), 0);
+        }
+    }
+    tlm_buf_reset(&b);
+    assert_int_equal(tlm_tdigest_write(t1, &b), 0);
+    assert_int_equal(tlm_tdigest_write(t2, &b2), 0);
+    assert_string_equal(b.data, b2.data);
+    assert_non_null(strstr(b.data, "\"m\":[["));
+    assert_non_null(strstr(b.data, "],\"r\":["));
+    tlm_buf_free(&b2);
+    tlm_tdigest_destroy(t2);
+    t2 = tlm_tdigest_read(b.data, b.len, NULL);
+    assert_non_null(t2);
+    for (int i = 0; i < 300; i++) {
+        tlm_tdigest_add(t1, i * 0.01);
+        tlm_tdigest_add(t2, i * 0.01);
+    }
+    for (int k = 0; k <= 100; k++)
+        assert_true(tlm_tdigest_quantile(t1, k / 100.0) == tlm_tdigest_quantile(t2, k / 100.0));
+    tlm_tdigest_destroy(t2);
+    tlm_tdigest_destroy(t1);
+    /* a sorted raw buffer says so */
+    t = tlm_tdigest_create(100);
+    tlm_tdigest_add(t, 2);
+    tlm_tdigest_add(t, 1);
+    (void)tlm_tdigest_quantile(t, 0.5);
+    tlm_buf_reset(&b);
+    assert_int_equal(tlm_tdigest_write(t, &b), 0);
+    assert_string_equal(b.data, "{\"c\":100,\"n\":2,\"min\":1.0,\"max\":2.0,\"r\":[1.0,2.0],\"s\":true}");
+    round_trip(t);
+    tlm_tdigest_destroy(t);
     tlm_buf_free(&b);
 
     /* validation */
@@ -311,6 +354,9 @@ static void test_serialize(void **state)
         "{\"c\":100,\"n\":1,\"min\":1,\"max\":1,\"m\":[[1]]}",
         "{\"c\":100,\"n\":1,\"min\":1,\"max\":1,\"m\":{}}",
         "{\"c\":100,\"n\":1,\"min\":2,\"max\":1,\"r\":[1]}",
+        "{\"c\":100,\"n\":2,\"min\":1,\"max\":2,\"r\":[2,1],\"s\":true}", /* not sorted */
+        "{\"c\":100,\"n\":1,\"min\":1,\"max\":1,\"r\":[1],\"s\":1}",
+        "{\"c\":2,\"n\":17,\"min\":1,\"max\":1,\"r\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}", /* > buffer */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct tlm_error err;
