@@ -1349,13 +1349,45 @@ static int aval_json(struct aval *v, json_t *j, unsigned need, struct tlm_buf *s
     return 0;
 }
 
-int tlm_aggs_add(const struct tlm_aggs *a, void *state, const struct tlm_jval *vals,
-                 json_t *partial, int64_t ts, struct tlm_error *err)
-{
+/* An event's arguments, resolved once for all the windows it goes to. */
+struct tlm_aggs_event {
     struct aval av[TLM_AGG_MAX_ARGS];
-    struct tlm_buf scr = TLM_BUF_INIT;
+    size_t nres;          /* av[0..nres) hold references to release */
+    struct tlm_buf scr;
+};
+
+struct tlm_aggs_event *tlm_aggs_event_new(void)
+{
+    return calloc(1, sizeof(struct tlm_aggs_event));
+}
+
+static void event_clear(struct tlm_aggs_event *ev)
+{
+    for (size_t i = 0; i < ev->nres; i++)
+        json_decref(ev->av[i].j);
+    ev->nres = 0;
+    tlm_buf_reset(&ev->scr);
+}
+
+void tlm_aggs_event_free(struct tlm_aggs_event *ev)
+{
+    if (!ev)
+        return;
+    event_clear(ev);
+    tlm_buf_free(&ev->scr);
+    free(ev);
+}
+
+int tlm_aggs_resolve(const struct tlm_aggs *a, struct tlm_aggs_event *ev,
+                     const struct tlm_jval *vals, json_t *partial, struct tlm_error *err)
+{
+    struct aval *av = ev->av;
+    struct tlm_buf scr = ev->scr;
     int rc = 0;
     size_t nres = 0; /* av[0..nres) are initialised */
+
+    event_clear(ev);
+    scr = ev->scr;
 
     for (size_t i = 0; i < a->nargs; i++) {
         const struct arg *g = &a->args[i];
@@ -1374,20 +1406,35 @@ int tlm_aggs_add(const struct tlm_aggs *a, void *state, const struct tlm_jval *v
                     tlm_error_set(err, rc, "%s: %s", g->text, e.text);
                     err->column = 0;
                 }
-                goto out;
+                goto fail;
             }
             rc = aval_json(v, rc ? v->j : NULL, g->need, &scr);
         }
         if (rc) {
             tlm_error_set(err, rc, "%s: %s", g->text,
                           rc == TLM_ENOMEM ? "out of memory" : "value cannot be written as JSON");
-            goto out;
+            goto fail;
         }
     }
     for (size_t i = 0; i < a->nargs; i++)
         if (av[i].in_scr)
             av[i].raw = scr.data + av[i].scr;
 
+    ev->scr = scr;
+    ev->nres = nres;
+    return 0;
+fail:
+    ev->scr = scr;
+    ev->nres = nres;
+    event_clear(ev);
+    return rc;
+}
+
+int tlm_aggs_apply(const struct tlm_aggs *a, void *state, const struct tlm_aggs_event *ev,
+                   int64_t ts, struct tlm_error *err)
+{
+    const struct aval *av = ev->av;
+    int rc = 0;
     for (size_t i = 0; i < a->nslots; i++) {
         const struct slot *sl = &a->slots[i];
         const struct aval *v = sl->arg >= 0 ? &av[sl->arg] : NULL;
@@ -1429,10 +1476,20 @@ int tlm_aggs_add(const struct tlm_aggs *a, void *state, const struct tlm_jval *v
             break;
         }
     }
-out:
-    for (size_t i = 0; i < nres; i++)
-        json_decref(av[i].j);
-    tlm_buf_free(&scr);
+    return rc;
+}
+
+int tlm_aggs_add(const struct tlm_aggs *a, void *state, const struct tlm_jval *vals,
+                 json_t *partial, int64_t ts, struct tlm_error *err)
+{
+    struct tlm_aggs_event *ev = tlm_aggs_event_new();
+    int rc;
+    if (!ev)
+        return tlm_error_set(err, TLM_ENOMEM, "out of memory");
+    rc = tlm_aggs_resolve(a, ev, vals, partial, err);
+    if (rc == 0)
+        rc = tlm_aggs_apply(a, state, ev, ts, err);
+    tlm_aggs_event_free(ev);
     return rc;
 }
 

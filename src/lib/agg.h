@@ -184,6 +184,20 @@ void tlm_aggs_free(const struct tlm_aggs *a, void *state);
 int tlm_aggs_add(const struct tlm_aggs *a, void *state, const struct tlm_jval *vals,
                  json_t *partial, int64_t ts, struct tlm_error *err);
 
+/* The same in two steps, for an event that goes to several states (sliding windows):
+ * tlm_aggs_resolve evaluates the arguments once into ev (from tlm_aggs_event_new, reused
+ * from event to event; vals and partial as for tlm_aggs_add, and vals' spans must outlive
+ * the applies), with no state touched, so an evaluation error (returned with err filled)
+ * changes nothing; tlm_aggs_apply then adds the resolved event to a state (0 or
+ * TLM_ENOMEM). */
+struct tlm_aggs_event;
+struct tlm_aggs_event *tlm_aggs_event_new(void);
+void tlm_aggs_event_free(struct tlm_aggs_event *ev);
+int tlm_aggs_resolve(const struct tlm_aggs *a, struct tlm_aggs_event *ev,
+                     const struct tlm_jval *vals, json_t *partial, struct tlm_error *err);
+int tlm_aggs_apply(const struct tlm_aggs *a, void *state, const struct tlm_aggs_event *ev,
+                   int64_t ts, struct tlm_error *err);
+
 /* Merges src into dst (session windows joining): afterwards dst equals (up to sketch
  * approximation, and rate's documented limits) a state that got the events of both. src is
  * borrowed and left valid and unchanged (the caller still frees it). Returns 0 or TLM_ENOMEM

@@ -502,6 +502,15 @@ void tlm_kafka_in_destroy(struct tlm_kafka_in *k)
         return;
     k->closing = 1;
     drop_batch(k);
+    if (k->rk && k->q) {
+        /* stop fetching and drop what was fetched but not handed out (the reader went
+         * away: `| head`): the close below serves its queue with callbacks, and a
+         * message there trips librdkafka's assertion */
+        rd_kafka_message_t *m;
+        rd_kafka_assign(k->rk, NULL);
+        while ((m = rd_kafka_consume_queue(k->q, 0)))
+            rd_kafka_message_destroy(m);
+    }
     if (k->q)
         rd_kafka_queue_destroy(k->q);
     if (k->rk) {

@@ -87,6 +87,7 @@ struct tlm_window {
     int (*drain)(void *arg); /* tlm_window_set_drain */
     void *drain_arg;
     const struct tlm_aggs *aggs;
+    struct tlm_aggs_event *ev; /* the event being added, resolved once for its windows */
     size_t state_size;
     enum tlm_time_unit unit;
     char **key_names;
@@ -180,7 +181,8 @@ struct tlm_window *tlm_window_create(const struct tlm_window_opts *o, const stru
         return NULL;
     }
     w = calloc(1, sizeof(*w));
-    if (!w) {
+    if (!w || !(w->ev = tlm_aggs_event_new())) {
+        free(w);
         tlm_error_set(err, TLM_ENOMEM, "out of memory");
         return NULL;
     }
@@ -258,6 +260,7 @@ void tlm_window_destroy(struct tlm_window *w)
     free(w->keys);
     free(w->tab);
     tlm_buf_free(&w->tmp);
+    tlm_aggs_event_free(w->ev);
     free(w);
 }
 
@@ -929,9 +932,8 @@ static int fire_sessions(struct tlm_window *w, tlm_time_t wm, int finishing, str
     return rc;
 }
 
-static int add_session(struct tlm_window *w, struct wkey *k, const struct tlm_jval *vals,
-                       json_t *partial, tlm_time_t ts, tlm_time_t wm, struct tlm_buf *out,
-                       long *rows, struct tlm_error *err)
+static int add_session(struct tlm_window *w, struct wkey *k, tlm_time_t ts, tlm_time_t wm,
+                       struct tlm_buf *out, long *rows, struct tlm_error *err)
 {
     int64_t start = ts, end = ts + w->o.gap;
     struct win *x = NULL;
@@ -983,7 +985,7 @@ static int add_session(struct tlm_window *w, struct wkey *k, const struct tlm_jv
                 k->wins[j - 1] = t;
             }
     }
-    if ((rc = tlm_aggs_add(w->aggs, x->state, vals, partial, ts, err)))
+    if ((rc = tlm_aggs_apply(w->aggs, x->state, w->ev, ts, err)))
         return rc;
     if (x->end - MS <= wm) {
         /* due: a late event within lateness for a session that fired (a revision), or
@@ -1077,6 +1079,10 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
 {
     struct wkey *k;
     int rc, kept = 0;
+    /* the arguments first: an event whose aggregate cannot be evaluated (a division by
+     * zero) is rejected before it creates, merges or changes any window */
+    if ((rc = tlm_aggs_resolve(w->aggs, w->ev, vals, partial, err)))
+        return rc;
     if (hint && hint->len) {
         k = get_key_hashed(w, hint->text, hint->len, hint->hash);
     } else {
@@ -1087,7 +1093,7 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
     if (!k)
         return tlm_error_set(err, TLM_ENOMEM, "out of memory");
     if (w->o.kind == TLM_WIN_SESSION)
-        return add_session(w, k, vals, partial, ts, wm, out, rows, err);
+        return add_session(w, k, ts, wm, out, rows, err);
 
     /* the windows covering ts, oldest first (size is a multiple of every), so that rows
      * written at once for a late event come in time order */
@@ -1114,7 +1120,7 @@ int tlm_window_add_hinted(struct tlm_window *w, const struct tlm_window_hint *hi
             for (at = k->nwin; at > 0 && k->wins[at - 1] != x; at--)
                 ;
         }
-        if ((rc = tlm_aggs_add(w->aggs, x->state, vals, partial, ts, err)))
+        if ((rc = tlm_aggs_apply(w->aggs, x->state, w->ev, ts, err)))
             return rc;
         kept = 1;
         if (end - MS > wm)

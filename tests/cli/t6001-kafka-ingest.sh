@@ -108,4 +108,13 @@ test_expect_success 'a failed delivery ends the run at once, naming the reason' 
     grep "kafka://$BOOT/big: cannot produce: " big.err
 '
 
+test_expect_success 'a reader that goes away (| head) ends a Kafka input quietly' '
+    for i in 1 2 3 4 5; do
+        { "$TELEM" ingest -i "kafka://$BOOT/events?group=head$i&$KOPT" 2> head.err; echo $? > head.rc; } |
+            head -n 3 > head.out &&
+        echo 0 > head.rcwant && test_cmp head.rcwant head.rc &&
+        test ! -s head.err && test "$(wc -l < head.out)" = 3 || return 1
+    done
+'
+
 test_done
