@@ -522,7 +522,14 @@ void tlm_kafka_in_destroy(struct tlm_kafka_in *k)
         for (int i = 0; cq && !e && i < CLOSE_MS / SLICE_MS; i++) {
             if ((closed = rd_kafka_consumer_closed(k->rk)))
                 break;
-            rd_kafka_queue_poll_callback(cq, SLICE_MS); /* serves the revoke */
+            /* serves the revoke (the rebalance callback); a message fetched before the
+             * close comes back as an event and is dropped (served as a callback it would
+             * trip librdkafka's assertion) */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, SLICE_MS);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                rd_kafka_assign(k->rk, NULL); /* leaving: every partition goes */
+            if (ev)
+                rd_kafka_event_destroy(ev);
         }
         if (e)
             rd_kafka_error_destroy(e);
