@@ -503,11 +503,9 @@ void tlm_kafka_in_destroy(struct tlm_kafka_in *k)
     k->closing = 1;
     drop_batch(k);
     if (k->rk && k->q) {
-        /* stop fetching and drop what was fetched but not handed out (the reader went
-         * away: `| head`): the close below serves its queue with callbacks, and a
-         * message there trips librdkafka's assertion */
+        /* drop what was fetched but not handed out (the reader went away: `| head`);
+         * what arrives later comes through the close below as events */
         rd_kafka_message_t *m;
-        rd_kafka_assign(k->rk, NULL);
         while ((m = rd_kafka_consume_queue(k->q, 0)))
             rd_kafka_message_destroy(m);
     }
@@ -519,13 +517,13 @@ void tlm_kafka_in_destroy(struct tlm_kafka_in *k)
         rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
         rd_kafka_error_t *e = cq ? rd_kafka_consumer_close_queue(k->rk, cq) : NULL;
         int closed = 0;
-        for (int i = 0; cq && !e && i < CLOSE_MS / SLICE_MS; i++) {
+        for (int i = 0; cq && !e && i < CLOSE_MS / 10; i++) {
             if ((closed = rd_kafka_consumer_closed(k->rk)))
                 break;
             /* serves the revoke (the rebalance callback); a message fetched before the
              * close comes back as an event and is dropped (served as a callback it would
              * trip librdkafka's assertion) */
-            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, SLICE_MS);
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, 10); /* 10 ms: the close ends between events */
             if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
                 rd_kafka_assign(k->rk, NULL); /* leaving: every partition goes */
             if (ev)
