@@ -1578,6 +1578,24 @@ static void drop_loaded(struct tlm_cep *c)
     c->nloaded = 0;
 }
 
+/* Whether expiring the partial matches left at the end of time can write a match: a
+ * trailing negation (a Pending state) completes at its within, a skip strategy may hold
+ * matches back until earlier partial matches end. */
+static int end_writes_matches(const struct tlm_cep *c)
+{
+    for (size_t p = 0; p < c->npat; p++) {
+        const struct tlm_cep_pattern *pat = c->pat[p];
+        if (!pat)
+            continue;
+        if (pat->skip != CEP_NO_SKIP)
+            return 1;
+        for (int i = 0; i < pat->ns; i++)
+            if (pat->s[i].type == CEP_PENDING)
+                return 1;
+    }
+    return 0;
+}
+
 int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink *sink,
                     struct tlm_error *err)
 {
@@ -1589,6 +1607,8 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
         const struct hent *next = buf_peek(c, &from_ring);
         struct tlm_cep_event *e = next && next->ts <= wm ? next->e : NULL;
         tlm_time_t limit = e ? e->ts : wm;
+        if (!e && wm == TLM_TIME_MAX && sink && sink->end_unobserved && !end_writes_matches(c))
+            break; /* the end of time: what is left expires unseen */
         if (c->ntim && c->timers[0].at <= limit) {
             struct timer t = timer_pop(c);
             /* the next timers to fire are near the top of the heap: fetch their keys

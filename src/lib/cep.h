@@ -117,6 +117,12 @@ struct tlm_cep_sink {
     void *arg;
     /* A match (timeout = 0) or a timed-out partial match. Return 0 or a negative code. */
     int (*emit)(void *arg, const struct tlm_cep_match *m, struct tlm_error *err);
+    /* Set when nothing observes what the end of time (TLM_TIME_MAX) does beyond the
+     * matches it writes: emit drops timeouts, and the engine is neither saved nor asked
+     * for statistics afterwards. The partial matches left are then not expired one by
+     * one when that can write no match (no pattern ends with a negation waiting for its
+     * within, none has a skip strategy holding matches back): a big key set ends at once. */
+    int end_unobserved;
 };
 
 /* ---- the engine ------------------------------------------------------------------- */

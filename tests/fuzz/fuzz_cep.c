@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     struct tlm_error err;
-    struct tlm_cep_sink sink = { NULL, emit };
+    struct tlm_cep_sink sink = { NULL, emit, 0 };
     size_t nlines = 0, half;
     for (const char *p = ev; *p; p++)
         nlines += *p == '\n';

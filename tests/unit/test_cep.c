@@ -129,7 +129,7 @@ static int run_row(const struct row *r, int drain)
         last = ts;
     }
     free(evs);
-    struct tlm_cep_sink sink = { &g, sink_emit };
+    struct tlm_cep_sink sink = { &g, sink_emit, 0 };
     assert_int_equal(tlm_cep_advance(c, drain ? INT64_MAX : last * 1000000, &sink, &err), 0);
     char *gm = joined(g.m, g.nm), *em = sorted_expect(r->matches);
     if (strcmp(gm, em)) {
@@ -665,7 +665,7 @@ static size_t count_matches(const char *pat, const char *const *lines, size_t n,
         assert_int_equal(tlm_cep_push(c, "\"k\"", 3, (tlm_time_t)i, lines[i], strlen(lines[i]),
                                       fast ? vals : NULL, &err), 0);
     }
-    struct tlm_cep_sink sink = { &g, sink_emit };
+    struct tlm_cep_sink sink = { &g, sink_emit, 0 };
     assert_int_equal(tlm_cep_advance(c, INT64_MAX, &sink, &err), 0);
     for (size_t i = 0; i < g.nm; i++)
         free(g.m[i]);
@@ -740,7 +740,7 @@ static void test_dynamic_set(void **state)
 {
     struct tlm_error err;
     char out[1024] = "";
-    struct tlm_cep_sink sink = { out, sink_ids };
+    struct tlm_cep_sink sink = { out, sink_ids, 0 };
     (void)state;
     struct tlm_cep *c = tlm_cep_create();
     assert_int_equal(tlm_cep_add(c, parse_id("a: name == \"x\" -> b: name == \"y\"", "A"), &err), 0);
@@ -833,7 +833,7 @@ static void test_templates(void **state)
         for (size_t i = 0; i < 4; i++)
             assert_int_equal(tlm_cep_push(c, "\"u1\"", 4, (tlm_time_t)i, lines[i],
                                           strlen(lines[i]), NULL, &err), 0);
-        struct tlm_cep_sink sink = { (void *)&cases[k], sink_tpl };
+        struct tlm_cep_sink sink = { (void *)&cases[k], sink_tpl, 0 };
         assert_int_equal(tlm_cep_advance(c, INT64_MAX, &sink, &err), 0);
         tlm_cep_destroy(c);
     }
@@ -852,7 +852,7 @@ static void run_cut(const char *pat, const char *const *lines, const long long *
                     size_t cut, char *out)
 {
     struct tlm_error err;
-    struct tlm_cep_sink sink = { out, sink_ids };
+    struct tlm_cep_sink sink = { out, sink_ids, 0 };
     struct tlm_cep *c = tlm_cep_create();
     assert_int_equal(tlm_cep_add(c, parse_id(pat, "P"), &err), 0);
     long long wm = 0;
