@@ -753,6 +753,8 @@ static void free_ranges(struct tlm_window *w, size_t n)
         free(r->wins);
         free(r);
     }
+    if (n == 0)
+        return; /* (w->ranges may be NULL) */
     memmove(&w->ranges[0], &w->ranges[n], (w->nranges - n) * sizeof(*w->ranges));
     w->nranges -= n;
     w->nfired = w->nfired > n ? w->nfired - n : 0;

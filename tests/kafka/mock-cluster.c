@@ -58,13 +58,13 @@ static int produce(char **argv)
 int main(int argc, char **argv)
 {
     char errstr[512];
+    if (argc == 6 && strcmp(argv[1], "--produce") == 0)
+        return produce(argv + 1);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk;
     rd_kafka_mock_cluster_t *mc;
     struct sigaction sa;
 
-    if (argc == 6 && strcmp(argv[1], "--produce") == 0)
-        return produce(argv + 1);
     rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
