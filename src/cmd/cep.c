@@ -1049,7 +1049,8 @@ static void prefetch(void *ctx, const struct stage_event *ev, size_t slot, int p
 static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_error *err)
 {
     struct cctx *c = ctx;
-    struct tlm_cep_sink sink = { c, emit, 0 };
+    /* at the end of input (TLM_TIME_MAX), whether anything observes it */
+    struct tlm_cep_sink sink = { c, emit, wm == TLM_TIME_MAX && c->end_unobserved && !c->e->rs };
     c->st = st;
     if (c->e->rs && wm != TLM_TIME_MAX)
         tlm_rules_watermark(c->e->rs, wm);
@@ -1058,10 +1059,7 @@ static int on_watermark(void *ctx, struct stage *st, tlm_time_t wm, struct tlm_e
 
 static int on_end(void *ctx, struct stage *st, struct tlm_error *err)
 {
-    struct cctx *c = ctx;
-    struct tlm_cep_sink sink = { c, emit, c->end_unobserved && !c->e->rs };
-    c->st = st;
-    return tlm_cep_advance(c->e->cep, TLM_TIME_MAX, &sink, err);
+    return on_watermark(ctx, st, TLM_TIME_MAX, err);
 }
 
 static int on_flush(void *ctx)

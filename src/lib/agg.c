@@ -1382,20 +1382,18 @@ int tlm_aggs_resolve(const struct tlm_aggs *a, struct tlm_aggs_event *ev,
                      const struct tlm_jval *vals, json_t *partial, struct tlm_error *err)
 {
     struct aval *av = ev->av;
-    struct tlm_buf scr = ev->scr;
+    struct tlm_buf *scr = &ev->scr;
     int rc = 0;
-    size_t nres = 0; /* av[0..nres) are initialised */
 
     event_clear(ev);
-    scr = ev->scr;
 
     for (size_t i = 0; i < a->nargs; i++) {
         const struct arg *g = &a->args[i];
         struct aval *v = &av[i];
         memset(v, 0, sizeof *v);
-        nres = i + 1;
+        ev->nres = i + 1; /* av[0..nres) are initialised */
         if (g->path >= 0) {
-            rc = aval_raw(v, &vals[g->path], g->need, &scr);
+            rc = aval_raw(v, &vals[g->path], g->need, scr);
         } else {
             struct tlm_error e;
             tlm_error_clear(&e);
@@ -1408,7 +1406,7 @@ int tlm_aggs_resolve(const struct tlm_aggs *a, struct tlm_aggs_event *ev,
                 }
                 goto fail;
             }
-            rc = aval_json(v, rc ? v->j : NULL, g->need, &scr);
+            rc = aval_json(v, rc ? v->j : NULL, g->need, scr);
         }
         if (rc) {
             tlm_error_set(err, rc, "%s: %s", g->text,
@@ -1418,14 +1416,10 @@ int tlm_aggs_resolve(const struct tlm_aggs *a, struct tlm_aggs_event *ev,
     }
     for (size_t i = 0; i < a->nargs; i++)
         if (av[i].in_scr)
-            av[i].raw = scr.data + av[i].scr;
+            av[i].raw = scr->data + av[i].scr;
 
-    ev->scr = scr;
-    ev->nres = nres;
     return 0;
 fail:
-    ev->scr = scr;
-    ev->nres = nres;
     event_clear(ev);
     return rc;
 }

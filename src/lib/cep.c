@@ -1600,6 +1600,9 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
                     struct tlm_error *err)
 {
     int rc = 0;
+    /* the end of time that nobody observes: what is left after the last event expires
+     * unseen */
+    int quiet_end = wm == TLM_TIME_MAX && sink && sink->end_unobserved && !end_writes_matches(c);
     if (c->loaded)
         drop_loaded(c);
     for (;;) {
@@ -1607,8 +1610,8 @@ int tlm_cep_advance(struct tlm_cep *c, tlm_time_t wm, const struct tlm_cep_sink 
         const struct hent *next = buf_peek(c, &from_ring);
         struct tlm_cep_event *e = next && next->ts <= wm ? next->e : NULL;
         tlm_time_t limit = e ? e->ts : wm;
-        if (!e && wm == TLM_TIME_MAX && sink && sink->end_unobserved && !end_writes_matches(c))
-            break; /* the end of time: what is left expires unseen */
+        if (!e && quiet_end)
+            break;
         if (c->ntim && c->timers[0].at <= limit) {
             struct timer t = timer_pop(c);
             /* the next timers to fire are near the top of the heap: fetch their keys

@@ -40,6 +40,7 @@
 #define BATCH 4096
 #define SLICE_MS 100 /* the longest a call waits, so that the caller sees signals */
 #define CLOSE_MS 10000 /* the longest leaving the group may take */
+#define CLOSE_POLL_MS 10 /* a wait while leaving: the close ends between two events */
 
 int tlm_kafka_is_url(const char *name)
 {
@@ -517,13 +518,13 @@ void tlm_kafka_in_destroy(struct tlm_kafka_in *k)
         rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
         rd_kafka_error_t *e = cq ? rd_kafka_consumer_close_queue(k->rk, cq) : NULL;
         int closed = 0;
-        for (int i = 0; cq && !e && i < CLOSE_MS / 10; i++) {
+        for (int i = 0; cq && !e && i < CLOSE_MS / CLOSE_POLL_MS; i++) {
             if ((closed = rd_kafka_consumer_closed(k->rk)))
                 break;
             /* serves the revoke (the rebalance callback); a message fetched before the
              * close comes back as an event and is dropped (served as a callback it would
              * trip librdkafka's assertion) */
-            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, 10); /* 10 ms: the close ends between events */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, CLOSE_POLL_MS);
             if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
                 rd_kafka_assign(k->rk, NULL); /* leaving: every partition goes */
             if (ev)
